@@ -1,0 +1,165 @@
+"""Proof of what ran: every results-producing command writes a manifest through `write_manifest`.
+
+A manifest holds the kit's version and lock hash, the git commit, the resolved config, versions of the
+libraries that shape the numbers, the hardware and the timings. Secrets never enter it: only whether a
+token is set.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import socket
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from gpt4allj_kit import __version__, paths
+from gpt4allj_kit.files import atomic_write_json, sha256_file
+
+SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY")
+KEY_PACKAGES = (
+    "torch", "transformers", "datasets", "accelerate", "deepspeed", "lm-eval", "huggingface-hub", "peft",
+    "tokenizers", "safetensors", "numpy", "pydantic", "typer",
+)  # fmt: skip
+MANIFEST_VERSION = 1
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def redact(text: str) -> str:
+    """`text` with the value of every secret environment variable replaced by '***'."""
+    for name in SECRET_ENV:
+        value = os.environ.get(name)
+        if value and len(value) >= 4:
+            text = text.replace(value, "***")
+    return text
+
+
+def secrets_status() -> dict[str, bool]:
+    """Which secret variables are set - never their values."""
+    return {name: bool(os.environ.get(name)) for name in SECRET_ENV}
+
+
+def lock_sha256() -> str | None:
+    lock = paths.lock_path()
+    return sha256_file(lock) if lock.exists() else None
+
+
+def git_commit() -> dict[str, Any]:
+    """The kit's own commit: from the checkout, else from the image build (GPT4ALLJ_KIT_GIT_COMMIT)."""
+    root = paths.project_root()
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True, text=True, timeout=10, check=True,
+            ).stdout.strip()
+        )  # fmt: skip
+        return {"sha": sha, "dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"sha": os.environ.get("GPT4ALLJ_KIT_GIT_COMMIT"), "dirty": None}
+
+
+def package_versions(names: tuple[str, ...] = KEY_PACKAGES) -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def hardware() -> dict[str, Any]:
+    """CPU, memory and GPUs of this machine, as torch sees them."""
+    import psutil
+    import torch
+
+    gpus = []
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(i)
+            gpus.append(
+                {
+                    "name": props.name,
+                    "memory_gb": round(props.total_memory / 2**30, 1),
+                    "capability": f"{props.major}.{props.minor}",
+                }
+            )
+    return {
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_cores": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "cuda_available": torch.cuda.is_available(),
+        "cuda_version": torch.version.cuda,
+        "gpus": gpus,
+    }
+
+
+def environment() -> dict[str, Any]:
+    """What every manifest records about the software and machine."""
+    return {
+        "kit_version": __version__,
+        "lock_sha256": lock_sha256(),
+        "git": git_commit(),
+        "python": sys.version.split()[0],
+        "packages": package_versions(),
+        "hardware": hardware(),
+        "secrets_set": secrets_status(),
+        "hf_endpoint": os.environ.get("HF_ENDPOINT", "https://huggingface.co"),
+    }
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def write_manifest(
+    path: Path,
+    *,
+    stage: str,
+    command: list[str] | str,
+    config: Any = None,
+    started: str | None = None,
+    ended: str | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """Writes `path` (JSON, atomically) and returns what it wrote. Extra `fields` are stage-specific."""
+    argv = command if isinstance(command, str) else " ".join(command)
+    manifest = {
+        "manifest_version": MANIFEST_VERSION,
+        "stage": stage,
+        "command": redact(argv),
+        "started": started,
+        "ended": ended or now_iso(),
+        "environment": environment(),
+        "config": _plain(config),
+        **{k: _plain(v) for k, v in fields.items()},
+    }
+    atomic_write_json(path, manifest)
+    return manifest

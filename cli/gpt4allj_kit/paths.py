@@ -1,0 +1,54 @@
+"""Where the kit finds its own files (configs, reports, lock) and where it writes by default."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT_ENV = "GPT4ALLJ_KIT_ROOT"
+
+
+def project_root() -> Path:
+    """The directory holding `configs/`, `reports/` and `requirements/lock.txt`.
+
+    `GPT4ALLJ_KIT_ROOT` wins (the image sets it to its working dir); otherwise the checkout the package
+    lives in (editable installs); otherwise the current directory.
+    """
+    if env := os.environ.get(ROOT_ENV):
+        return Path(env).resolve()
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "configs").is_dir() and (checkout / "requirements").is_dir():
+        return checkout
+    return Path.cwd().resolve()
+
+
+def configs_dir() -> Path:
+    return project_root() / "configs"
+
+
+def default_train_config() -> Path:
+    return configs_dir() / "train" / "finetune_gptj.yaml"
+
+
+def default_deepspeed_config() -> Path:
+    return configs_dir() / "deepspeed" / "ds_config_gptj.json"
+
+
+def profile_path(name: str) -> Path:
+    return configs_dir() / "profiles" / f"{name}.yaml"
+
+
+def published_table_path() -> Path:
+    return project_root() / "reports" / "published" / "zero_shot.yaml"
+
+
+def lock_path() -> Path:
+    return project_root() / "requirements" / "lock.txt"
+
+
+def kit_cache_dir() -> Path:
+    """The kit's own cache (tiny assets, fixtures); the hub cache stays where HF_HOME says."""
+    base = os.environ.get("GPT4ALLJ_KIT_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache"), "gpt4allj-kit"
+    )
+    return Path(base)

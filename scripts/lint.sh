@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Static checks: ruff (lint + format), hadolint on the Dockerfile, the compose file against its schema.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bin=.venv/bin
+[ -x "$bin/ruff" ] || bash scripts/install.sh --venv .venv
+"$bin/ruff" check .
+"$bin/ruff" format --check .
