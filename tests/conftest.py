@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -43,3 +46,31 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyAssets:
     """The tiny GPT-J, tokenizer and synthetic data of the default seed, made once per session."""
     return tiny_assets(tmp_path_factory.mktemp("tiny"))
+
+
+KitCli = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture(scope="session")
+def kit_cli() -> KitCli:
+    """Runs this environment's real `gpt4allj-kit` console script: `kit_cli("doctor", "--json", env={...})`.
+
+    `env` entries are added to the (isolated) test environment; the result has text stdout/stderr.
+    """
+    script = Path(sys.executable).with_name("gpt4allj-kit")
+    exe = str(script) if script.exists() else shutil.which("gpt4allj-kit")
+    assert exe, "the gpt4allj-kit console script is not installed in this environment"
+
+    def run(
+        *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [exe, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+        )
+
+    return run

@@ -79,6 +79,9 @@ class TrainConfig(_Strict):
     tensorboard: bool = False
     gradient_accumulation_steps: int = Field(1, ge=1)
     max_steps: int | None = Field(None, ge=1)
+    # The reference commit did not shuffle (order = train_test_split's permutation); true reshuffles each
+    # epoch with a sampler seeded by `seed`, so resumed runs see the same order.
+    shuffle: bool = False
 
     @field_validator("model_name", "tokenizer_name", "dataset_path", "output_dir", mode="before")
     @classmethod
@@ -206,9 +209,10 @@ def validate(model: type[M], data: dict[str, Any], source: str) -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         errors = exc.errors()
+        others = ", ".join(".".join(str(p) for p in e.get("loc", ())) or "(top level)" for e in errors[1:])
         more = (
-            f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
-            if len(errors) > 1
+            f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''}: {others})"
+            if others
             else ""
         )
         raise ConfigError(f"{source}: {_one_line(errors[0], model)}{more}") from None

@@ -18,6 +18,17 @@ from gpt4allj_kit.errors import EnvironmentNotReady
 _CHUNK = 1 << 20
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _publish_mode(path: Path, mode: int) -> None:
+    """mkstemp/mkdtemp create 0600/0700; results are shared files, so give them the usual umask mode."""
+    os.chmod(path, mode & ~_umask())
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -50,6 +61,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        _publish_mode(Path(tmp), 0o666)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -76,6 +88,7 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     try:
         with disk_errors(path):
             yield tmp
+        _publish_mode(tmp, 0o777)
         if path.exists():
             old = path.with_name(f".old-{path.name}-{os.getpid()}")
             os.replace(path, old)

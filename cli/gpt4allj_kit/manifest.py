@@ -98,6 +98,7 @@ def hardware() -> dict[str, Any]:
                 {
                     "name": props.name,
                     "memory_gb": round(props.total_memory / 2**30, 1),
+                    "memory_bytes": props.total_memory,
                     "capability": f"{props.major}.{props.minor}",
                 }
             )
@@ -128,10 +129,13 @@ def environment() -> dict[str, Any]:
 
 
 def _plain(value: Any) -> Any:
+    """`value` as JSON-ready data with every secret value redacted (error texts and configs can hold one)."""
     if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
+        return _plain(value.model_dump(mode="json"))
     if isinstance(value, Path):
-        return str(value)
+        return redact(str(value))
+    if isinstance(value, str):
+        return redact(value)
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

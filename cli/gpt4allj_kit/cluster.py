@@ -1,0 +1,358 @@
+"""Multi-node training on an existing cluster: a Slurm sbatch script, or per-host commands from a hostfile.
+
+Both run one `accelerate launch` per node (the documented flags, plus `--num_machines`, `--machine_rank`
+and `--main_process_ip`); accelerate starts that node's processes. On Slurm the node rank is the task's
+`$SLURM_NODEID` and the main node is the first of `scontrol show hostnames`, both resolved when the job
+runs, so one script serves any allocation. Tokens are never written: srun passes the submitting
+environment (HF_TOKEN, WANDB_API_KEY) through to every task.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+from gpt4allj_kit import __version__, paths
+from gpt4allj_kit.config import LaunchConfig
+from gpt4allj_kit.errors import ConfigError, EnvironmentNotReady
+from gpt4allj_kit.files import atomic_write_text, disk_errors
+
+# The image's layout (Dockerfile): where the kit and its virtualenv live inside the container.
+IMAGE_WORKDIR = "/opt/gpt4allj-kit"
+IMAGE_VENV_BIN = "/opt/venv/bin"
+
+NODE_RANK = "$SLURM_NODEID"
+MAIN_IP_VARIABLE = "MAIN_PROCESS_IP"
+# Shell variables a generated command may reference; everything else in it is quoted literally.
+_RUNTIME_VARIABLE = re.compile(r"\$(?:(SLURM_NODEID|MAIN_PROCESS_IP)\b|\{(SLURM_NODEID|MAIN_PROCESS_IP)\})")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_PARTITION = re.compile(r"^[A-Za-z0-9._-]+(,[A-Za-z0-9._-]+)*$")
+_NO_SPACE = re.compile(r"^\S+$")
+
+
+@dataclass
+class ClusterRequest:
+    """What the `train --launcher slurm|accelerate` options ask for."""
+
+    launcher: Literal["slurm", "accelerate"]
+    nodes: int
+    gpus_per_node: int
+    partition: str | None
+    container_image: str | None
+    hostfile: Path | None
+    main_process_ip: str | None
+    main_process_port: int
+    job_name: str
+    output_dir: Path
+    cpu: bool = False
+    # pyxis/enroot: extra "SRC:DST" mounts (the output dir is always mounted) and the container's cwd.
+    container_mounts: tuple[str, ...] = ()
+    container_workdir: str = IMAGE_WORKDIR
+    # Slurm gives each task one CPU unless told; data loading and tokenization want more.
+    cpus_per_task: int | None = None
+
+
+def _validated(request: ClusterRequest) -> ClusterRequest:
+    """`request` unchanged, or a one-line ConfigError for the first option that cannot work."""
+    if request.nodes < 1:
+        raise ConfigError(f"--nodes {request.nodes}: need at least 1 node")
+    if request.gpus_per_node < (0 if request.cpu else 1):
+        raise ConfigError(f"--gpus-per-node {request.gpus_per_node}: need at least 1 GPU per node (or --cpu)")
+    if not 0 < request.main_process_port < 65536:
+        raise ConfigError(f"main process port {request.main_process_port}: not a TCP port")
+    if not _NAME.match(request.job_name):
+        raise ConfigError(f"job name {request.job_name!r}: use letters, digits, '.', '_' and '-' only")
+    if request.partition is not None and not _PARTITION.match(request.partition):
+        raise ConfigError(f"--partition {request.partition!r}: not a Slurm partition name")
+    if request.container_image is not None:
+        if request.launcher != "slurm":
+            raise ConfigError("--container-image needs --launcher slurm (it runs through pyxis/enroot)")
+        if not _NO_SPACE.match(request.container_image):
+            raise ConfigError(f"--container-image {request.container_image!r}: contains whitespace")
+    if not _NO_SPACE.match(request.container_workdir):
+        raise ConfigError(f"container workdir {request.container_workdir!r}: contains whitespace")
+    for mount in request.container_mounts:
+        if not _NO_SPACE.match(mount) or "," in mount:
+            raise ConfigError(f"container mount {mount!r}: expected SRC:DST without spaces or commas")
+    if request.main_process_ip is not None and not _NO_SPACE.match(request.main_process_ip):
+        raise ConfigError(f"--main-process-ip {request.main_process_ip!r}: contains whitespace")
+    if request.cpus_per_task is not None and request.cpus_per_task < 1:
+        raise ConfigError(f"cpus per task {request.cpus_per_task}: need at least 1")
+    return request
+
+
+def _is_cpu(request: ClusterRequest, launch: LaunchConfig) -> bool:
+    return request.cpu or launch.cpu
+
+
+def processes_per_node(request: ClusterRequest, launch: LaunchConfig) -> int:
+    """GPUs per node; on CPU the launch config's process count (accelerate needs a number there)."""
+    if not _is_cpu(request, launch):
+        return request.gpus_per_node
+    return launch.num_processes if isinstance(launch.num_processes, int) else 1
+
+
+def _node_launch(request: ClusterRequest, launch: LaunchConfig) -> LaunchConfig:
+    return launch.model_copy(update={"num_machines": request.nodes, "cpu": _is_cpu(request, launch)})
+
+
+def node_command(
+    request: ClusterRequest,
+    launch: LaunchConfig,
+    train_args: list[str],
+    *,
+    machine_rank: int | str,
+    main_process_ip: str,
+) -> list[str]:
+    """The `accelerate launch ... train.py ...` argv one node runs; `--num_processes` counts all nodes."""
+    from gpt4allj_kit.train.launch import accelerate_command
+
+    return accelerate_command(
+        _node_launch(request, launch),
+        list(train_args),
+        num_processes=request.nodes * processes_per_node(request, launch),
+        num_machines=request.nodes,
+        machine_rank=machine_rank,
+        main_process_ip=main_process_ip,
+        main_process_port=request.main_process_port,
+    )
+
+
+def launch_environment(request: ClusterRequest, launch: LaunchConfig) -> dict[str, str]:
+    """Variables every node's launch needs besides the submitting environment."""
+    # `accelerate launch --cpu` starts a single process; several CPU processes need --multi_gpu plus this.
+    return {"ACCELERATE_USE_CPU": "1"} if _is_cpu(request, launch) else {}
+
+
+def _double_quoted(text: str) -> str:
+    return re.sub(r'([\\"$`])', r"\\\1", text)
+
+
+def shell_word(token: str) -> str:
+    """`token` quoted for bash; only `$SLURM_NODEID` and `$MAIN_PROCESS_IP` stay live, as run-time values."""
+    if not _RUNTIME_VARIABLE.search(token):
+        return shlex.quote(token)
+    parts: list[str] = []
+    position = 0
+    for match in _RUNTIME_VARIABLE.finditer(token):
+        parts.append(_double_quoted(token[position : match.start()]))
+        parts.append("${" + (match.group(1) or match.group(2)) + "}")
+        position = match.end()
+    parts.append(_double_quoted(token[position:]))
+    return '"' + "".join(parts) + '"'
+
+
+def shell_command(argv: list[str]) -> str:
+    return " ".join(shell_word(token) for token in argv)
+
+
+def _container_mounts(request: ClusterRequest) -> list[str]:
+    output = str(request.output_dir.resolve())
+    mounts = [f"{output}:{output}"]
+    return mounts + [m for m in request.container_mounts if m not in mounts]
+
+
+def _srun_argv(request: ClusterRequest, cpus_per_task: int | None) -> list[str]:
+    argv = ["srun", f"--nodes={request.nodes}", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
+    if cpus_per_task is not None:
+        argv.append(f"--cpus-per-task={cpus_per_task}")
+    if request.container_image is not None:
+        argv += [
+            f"--container-image={request.container_image}",
+            f"--container-mounts={','.join(_container_mounts(request))}",
+            f"--container-workdir={request.container_workdir}",
+        ]
+    return argv
+
+
+def _sbatch_header(request: ClusterRequest, cpus_per_task: int | None, cpu: bool) -> list[str]:
+    output_dir = request.output_dir.resolve()
+    lines = [
+        "#!/bin/bash",
+        f"#SBATCH --job-name={request.job_name}",
+        f"#SBATCH --nodes={request.nodes}",
+        "#SBATCH --ntasks-per-node=1",
+    ]
+    if not cpu:
+        lines.append(f"#SBATCH --gpus-per-node={request.gpus_per_node}")
+    if cpus_per_task is not None:
+        lines.append(f"#SBATCH --cpus-per-task={cpus_per_task}")
+    if request.partition:
+        lines.append(f"#SBATCH --partition={request.partition}")
+    lines.append(f"#SBATCH --output={output_dir}/slurm-%j.out")
+    if request.container_image is None:
+        # Outside a container the kit's checkout is the working directory: train.py and configs/ are there.
+        lines.append(f"#SBATCH --chdir={paths.project_root()}")
+    return lines
+
+
+def sbatch_script_for(
+    request: ClusterRequest, node_argv: list[str], *, environment: dict[str, str] | None = None
+) -> str:
+    """An sbatch script running `node_argv` once per node through srun.
+
+    `node_argv` may reference `$SLURM_NODEID` (the task's node rank) and `$MAIN_PROCESS_IP` (the first
+    node of the allocation, or the requested main process IP); both are expanded on each node.
+    """
+    request = _validated(request)
+    cpu = request.cpu or request.gpus_per_node == 0
+    cpus_per_task = request.cpus_per_task
+    main_ip = (
+        shlex.quote(request.main_process_ip)
+        if request.main_process_ip
+        # awk reads the whole list: `head` would close the pipe early, a failure under pipefail (SIGPIPE)
+        else "$(scontrol show hostnames \"$SLURM_JOB_NODELIST\" | awk 'NR == 1')"
+    )
+    payload = "exec " + shell_command(node_argv)
+    if request.container_image is not None:
+        # pyxis hands the job's PATH to the container; the image's virtualenv must come first.
+        workdir = shlex.quote(request.container_workdir)
+        payload = f"export PATH={IMAGE_VENV_BIN}:$PATH GPT4ALLJ_KIT_ROOT={workdir}; {payload}"
+    lines = [
+        *_sbatch_header(request, cpus_per_task, cpu),
+        f"# Generated by gpt4allj-kit {__version__}. Submit: sbatch {request.job_name}.sbatch",
+        "# HF_TOKEN / WANDB_API_KEY reach every task from the submitting shell; they are never written here.",
+        "set -euo pipefail",
+        f"{MAIN_IP_VARIABLE}={main_ip}",
+        f"export {MAIN_IP_VARIABLE}",
+    ]
+    lines += [f"export {name}={shlex.quote(value)}" for name, value in (environment or {}).items()]
+    lines += [
+        f'echo "gpt4allj-kit: $SLURM_JOB_NUM_NODES node(s), main process on ${MAIN_IP_VARIABLE}"',
+        "# One task per node; each runs the launcher for its node, with its own $SLURM_NODEID as rank.",
+        f"{shell_command(_srun_argv(request, cpus_per_task))} \\",
+        f"  bash -c {shlex.quote(payload)}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def sbatch_script(request: ClusterRequest, launch: LaunchConfig, train_args: list[str]) -> str:
+    """The sbatch script for a multi-node training run of `train.py <train_args>`."""
+    request = _validated(request)
+    if _is_cpu(request, launch):
+        cpus = request.cpus_per_task or processes_per_node(request, launch)
+        request = replace(request, cpu=True, cpus_per_task=cpus)
+    argv = node_command(
+        request, launch, train_args, machine_rank=NODE_RANK, main_process_ip=f"${MAIN_IP_VARIABLE}"
+    )
+    return sbatch_script_for(request, argv, environment=launch_environment(request, launch))
+
+
+def sbatch_path(request: ClusterRequest) -> Path:
+    return request.output_dir / f"{request.job_name}.sbatch"
+
+
+def _write_script(path: Path, text: str) -> Path:
+    with disk_errors(path.parent):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, text)
+        path.chmod(0o755)
+    return path
+
+
+def write_sbatch(request: ClusterRequest, launch: LaunchConfig, train_args: list[str]) -> Path:
+    """The sbatch script written to `<output_dir>/<job_name>.sbatch` (the dir also takes Slurm's log)."""
+    return _write_script(sbatch_path(request), sbatch_script(request, launch, train_args))
+
+
+class JobFailed(EnvironmentNotReady):
+    """A submitted job that ran and failed (known only when waiting for it)."""
+
+
+def submit(script: Path, *, wait: bool = False) -> str:
+    """The Slurm job id of `script` once `sbatch` accepted it; with `wait`, once the job has ended well."""
+    sbatch = shutil.which("sbatch")
+    if sbatch is None:
+        raise EnvironmentNotReady(
+            "sbatch not found: submit from a Slurm login node, or run the script there (it was written)"
+        )
+    if not script.is_file():
+        raise ConfigError(f"{script}: no such sbatch script")
+    argv = [sbatch, "--parsable", *(["--wait"] if wait else []), str(script)]
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    job_id = result.stdout.strip().split(";")[0].splitlines()[0] if result.stdout.strip() else ""
+    if result.returncode != 0:
+        detail = (result.stderr.strip().splitlines() or [f"exit code {result.returncode}"])[-1]
+        if job_id:
+            raise JobFailed(f"Slurm job {job_id} failed: {detail} (log in the script's --output)")
+        raise EnvironmentNotReady(f"sbatch {script.name} failed: {detail}")
+    if not job_id.isdigit():
+        raise EnvironmentNotReady(f"sbatch {script.name}: unexpected answer {result.stdout.strip()!r}")
+    return job_id
+
+
+def hostfile_hosts(path: Path) -> list[str]:
+    """Host names or IPs, one per line (first is the main host); `#` comments and `slots=` are ignored."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"--hostfile {path}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"--hostfile {path}: cannot read ({exc.strerror})") from None
+    hosts = [line.split("#", 1)[0].split()[0] for line in text.splitlines() if line.split("#", 1)[0].strip()]
+    if not hosts:
+        raise ConfigError(f"--hostfile {path}: lists no host")
+    duplicates = sorted({h for h in hosts if hosts.count(h) > 1})
+    if duplicates:
+        raise ConfigError(f"--hostfile {path}: host {duplicates[0]} is listed twice")
+    return hosts
+
+
+def _hosts(request: ClusterRequest) -> list[str]:
+    if request.hostfile is None:
+        raise ConfigError("--launcher accelerate needs --hostfile (one host per line, the first is main)")
+    hosts = hostfile_hosts(request.hostfile)
+    if request.nodes not in (1, len(hosts)):
+        raise ConfigError(
+            f"--nodes {request.nodes} but --hostfile {request.hostfile} lists {len(hosts)} hosts"
+        )
+    return hosts
+
+
+def hostfile_commands(
+    request: ClusterRequest, launch: LaunchConfig, train_args: list[str]
+) -> list[list[str]]:
+    """One `accelerate launch` argv per host of the hostfile, in its order (machine rank = line)."""
+    request = _validated(request)
+    hosts = _hosts(request)
+    request = replace(request, nodes=len(hosts))
+    main_ip = request.main_process_ip or hosts[0]
+    return [
+        node_command(request, launch, train_args, machine_rank=rank, main_process_ip=main_ip)
+        for rank in range(len(hosts))
+    ]
+
+
+def hostfile_script(request: ClusterRequest, launch: LaunchConfig, train_args: list[str]) -> str:
+    """A bash script that, started on each host with that host's name, runs the host's launch."""
+    hosts = _hosts(_validated(request))
+    commands = hostfile_commands(request, launch, train_args)
+    environment = launch_environment(request, launch)
+    name = f"{request.job_name}.sh"
+    root = shlex.quote(str(paths.project_root()))
+    lines = [
+        "#!/usr/bin/env bash",
+        f"# Generated by gpt4allj-kit {__version__}: {len(hosts)} hosts from {request.hostfile}, "
+        f"main process on {request.main_process_ip or hosts[0]}.",
+        "# Start it on every host (all at once), in the kit's directory, with that host's name, e.g.:",
+        f'#   for h in {" ".join(hosts)}; do ssh "$h" "cd {root} && bash {name} $h" & done; wait',
+        "set -euo pipefail",
+        f"cd {root}",
+        *(f"export {key}={shlex.quote(value)}" for key, value in environment.items()),
+        f'case "${{1:?usage: $0 HOST (one of: {" ".join(hosts)})}}" in',
+    ]
+    for host, argv in zip(hosts, commands, strict=True):
+        lines.append(f"  {shlex.quote(host)}) exec {shell_command(argv)} ;;")
+    lines += ["  *) echo \"$0: host '$1' is not in the hostfile\" >&2; exit 2 ;;", "esac"]
+    return "\n".join(lines) + "\n"
+
+
+def write_hostfile_script(request: ClusterRequest, launch: LaunchConfig, train_args: list[str]) -> Path:
+    """The per-host launch script written to `<output_dir>/<job_name>.sh`."""
+    path = request.output_dir / f"{request.job_name}.sh"
+    return _write_script(path, hostfile_script(request, launch, train_args))

@@ -1,0 +1,535 @@
+"""The training data, prepared exactly as upstream's data.py did at commit a4e8616c (2023-04-13).
+
+Per row (`encode_pair` is the definition, `encode_batch` the fast equivalent, identical row by row):
+
+- if the tokenizer's eos is not ``</s>``, every ``"</s> \\n"`` in the response becomes ``eos + " \\n"``;
+- ``prompt_len`` = number of tokens of ``prompt + "\\n"``; when it reaches ``max_length // 2`` the prompt is
+  cut to its first ``min(max_length // 2, len(prompt) // 2)`` characters and ``prompt_len`` is recounted
+  (truncated at ``max_length // 2``, counting the tokens that are not the pad token, as upstream did);
+- the input is ``prompt + "\\n" + response + eos``, truncated at ``max_length``; labels are the input ids with
+  the first ``prompt_len`` positions set to -100; everything is right-padded to ``max_length`` (ids with the
+  pad token, which is eos when the tokenizer has none; labels with -100; attention mask with 0);
+- a row that leaves fewer than two tokens to learn is an error: upstream asserted that labels are not all
+  -100 and raised when exactly one label was left (a response that is empty after the prompt).
+
+The split is ``train_test_split(test_size=0.05, seed=seed)`` and the loaders keep its permutation (the
+reference commit did not shuffle).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from gpt4allj_kit.errors import ConfigError
+from gpt4allj_kit.files import sha256_file
+
+if TYPE_CHECKING:
+    import datasets
+    import torch
+    from transformers import PreTrainedTokenizerBase
+
+    from gpt4allj_kit.config import TrainConfig
+
+IGNORE_INDEX = -100
+TEST_SIZE = 0.05
+REQUIRED_COLUMNS = ("prompt", "response")
+MODEL_COLUMNS = ("input_ids", "attention_mask", "labels")
+UPSTREAM_EOS = "</s>"
+# Rows per worker below which extra tokenization processes cost more than they save.
+_ROWS_PER_PROCESS = 2000
+_HUB_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class UnlearnableRowError(ConfigError):
+    """A row leaves fewer than two tokens to learn; upstream stopped on such rows too."""
+
+    def __init__(self, message: str, *, row: int = -1) -> None:
+        super().__init__(message)
+        self.row = row
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Workers of datasets.map pickle exceptions back to the parent; keep the row across.
+        return (type(self), (self.message,), {"row": self.row})
+
+
+@dataclass(frozen=True)
+class DatasetSplits:
+    """Tokenized train and validation sets in torch format (input_ids, attention_mask, labels)."""
+
+    train: datasets.Dataset
+    validation: datasets.Dataset
+
+
+# --- per-row definition and batched equivalent ---
+
+
+def eos_token(tokenizer: PreTrainedTokenizerBase) -> str:
+    if tokenizer.eos_token is None:
+        raise ConfigError(f"tokenizer {tokenizer.name_or_path!r} has no eos token; the recipe needs one")
+    return str(tokenizer.eos_token)
+
+
+def pad_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The id padding uses: the tokenizer's pad token, else eos (upstream set pad = eos for GPT-J)."""
+    if tokenizer.pad_token_id is not None:
+        return int(tokenizer.pad_token_id)
+    eos_token(tokenizer)
+    return int(tokenizer.eos_token_id)
+
+
+def faithful_response(tokenizer: PreTrainedTokenizerBase, response: str) -> str:
+    """The response with the dataset's ``"</s> \\n"`` separators written with this tokenizer's eos."""
+    return _rewrite_separators(response, eos_token(tokenizer))
+
+
+def _rewrite_separators(response: str, eos: str) -> str:
+    if eos == UPSTREAM_EOS:
+        return response
+    return response.replace(f"{UPSTREAM_EOS} \n", f"{eos} \n")
+
+
+def _check_max_length(max_length: int) -> None:
+    if max_length < 4:
+        raise ConfigError(f"max_length {max_length} is too small: the recipe needs at least 4 tokens")
+
+
+def _unlearnable(row: int | None, learnable: int, prompt: str) -> UnlearnableRowError:
+    what = "every label is -100" if learnable <= 0 else "only the final eos token is left to learn"
+    preview = prompt[:60].replace("\n", " ")
+    where = "this row" if row is None else f"row {row}"
+    return UnlearnableRowError(
+        f"{where}: {what} after the prompt (prompt starts {preview!r}); upstream stopped on such rows "
+        "too: remove the row or give it a non-empty response",
+        row=-1 if row is None else row,
+    )
+
+
+def _padded_row(ids: Sequence[int], prompt_len: int, max_length: int, pad_id: int) -> dict[str, list[int]]:
+    n = len(ids)
+    masked = min(prompt_len, n)
+    return {
+        "input_ids": [*ids, *([pad_id] * (max_length - n))],
+        "attention_mask": [1] * n + [0] * (max_length - n),
+        "labels": [IGNORE_INDEX] * masked + list(ids[masked:]) + [IGNORE_INDEX] * (max_length - n),
+    }
+
+
+def encode_pair(
+    tokenizer: PreTrainedTokenizerBase, prompt: str, response: str, max_length: int
+) -> dict[str, list[int]]:
+    """One row as upstream's tokenize_inputs made it: three tokenizer calls, lists max_length long."""
+    _check_max_length(max_length)
+    half = max_length // 2
+    eos = eos_token(tokenizer)
+    pad_id = pad_token_id(tokenizer)
+    response = faithful_response(tokenizer, response)
+    head = prompt
+    prompt_len = len(tokenizer(head + "\n")["input_ids"])
+    if prompt_len >= half:
+        head = prompt[: min(half, len(prompt) // 2)]
+        cut = tokenizer(head + "\n", max_length=half, truncation=True)["input_ids"]
+        # Upstream counted tokens that are not the pad token (pad = eos: an eos in the prompt is not counted).
+        prompt_len = sum(1 for token in cut if token != pad_id)
+    ids = tokenizer(head + "\n" + response + eos, max_length=max_length, truncation=True)["input_ids"]
+    learnable = len(ids) - prompt_len
+    if learnable < 2:
+        raise _unlearnable(None, learnable, prompt)
+    return _padded_row(ids, prompt_len, max_length, pad_id)
+
+
+@dataclass(frozen=True)
+class EncodedArrays:
+    """A batch as (rows, max_length) arrays, plus the rows that leave fewer than two tokens to learn."""
+
+    input_ids: np.ndarray
+    attention_mask: np.ndarray
+    labels: np.ndarray
+    unlearnable: list[tuple[int, int]]  # (row in batch, learnable token count)
+
+
+def _prompt_lengths(
+    tokenizer: PreTrainedTokenizerBase, prompts: list[str], half: int, pad_id: int
+) -> tuple[list[str], np.ndarray]:
+    heads = tokenizer([p + "\n" for p in prompts], return_attention_mask=False)["input_ids"]
+    lengths = np.fromiter((len(ids) for ids in heads), dtype=np.int64, count=len(heads))
+    long_rows = np.flatnonzero(lengths >= half)
+    if long_rows.size == 0:
+        return prompts, lengths
+    prompts = list(prompts)
+    for i in long_rows:
+        prompts[i] = prompts[i][: min(half, len(prompts[i]) // 2)]
+    cut = tokenizer(
+        [prompts[i] + "\n" for i in long_rows], max_length=half, truncation=True, return_attention_mask=False
+    )["input_ids"]
+    for i, ids in zip(long_rows, cut, strict=True):
+        lengths[i] = sum(1 for token in ids if token != pad_id)
+    return prompts, lengths
+
+
+def encode_arrays(
+    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], responses: Sequence[str], max_length: int
+) -> EncodedArrays:
+    """Whole batches in three batched tokenizer calls; the same values as `encode_pair` row by row."""
+    _check_max_length(max_length)
+    if len(prompts) != len(responses):
+        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+    eos = eos_token(tokenizer)
+    pad_id = pad_token_id(tokenizer)
+    if not prompts:
+        empty = np.zeros((0, max_length), dtype=np.int64)
+        return EncodedArrays(empty, empty.copy(), empty.copy(), [])
+    cut_prompts, prompt_lens = _prompt_lengths(tokenizer, list(prompts), max_length // 2, pad_id)
+    pairs = zip(cut_prompts, responses, strict=True)
+    texts = [p + "\n" + _rewrite_separators(r, eos) + eos for p, r in pairs]
+    rows = tokenizer(texts, max_length=max_length, truncation=True, return_attention_mask=False)["input_ids"]
+    lengths = np.fromiter((len(ids) for ids in rows), dtype=np.int64, count=len(rows))
+    input_ids = np.full((len(rows), max_length), pad_id, dtype=np.int64)
+    for i, ids in enumerate(rows):
+        input_ids[i, : len(ids)] = ids
+    positions = np.arange(max_length)
+    real = positions < lengths[:, None]
+    labels = np.where(real & (positions >= prompt_lens[:, None]), input_ids, IGNORE_INDEX)
+    learnable = lengths - prompt_lens
+    unlearnable = [(int(i), int(learnable[i])) for i in np.flatnonzero(learnable < 2)]
+    return EncodedArrays(input_ids, real.astype(np.int64), labels, unlearnable)
+
+
+def encode_batch(
+    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], responses: Sequence[str], max_length: int
+) -> dict[str, list[list[int]]]:
+    """Many rows at once with the fast tokenizer, identical to `encode_pair` row by row."""
+    arrays = encode_arrays(tokenizer, prompts, responses, max_length)
+    if arrays.unlearnable:
+        row, learnable = arrays.unlearnable[0]
+        raise _unlearnable(row, learnable, prompts[row])
+    return {
+        "input_ids": arrays.input_ids.tolist(),
+        "attention_mask": arrays.attention_mask.tolist(),
+        "labels": arrays.labels.tolist(),
+    }
+
+
+# --- loading ---
+
+
+def _is_hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def _train_files(files: list[Path]) -> list[Path]:
+    # Hub layouts name shards by split (data/train-00000-of-00004.parquet); other splits are not for training.
+    named_train = [f for f in files if f.name.startswith("train")]
+    return named_train or files
+
+
+def data_files(folder: Path) -> list[Path]:
+    """The files a folder's dataset is read from, in a fixed order.
+
+    ``*_clean.jsonl`` at the top (upstream's layout) first; else every ``*.jsonl``; else every ``*.parquet``
+    (the hub's layout, ``data/*.parquet``). Hidden folders (download caches) are skipped.
+    """
+    clean = sorted(folder.glob("*_clean.jsonl"))
+    if clean:
+        return clean
+    for pattern in ("*.jsonl", "*.parquet"):
+        found = sorted(p for p in folder.rglob(pattern) if p.is_file() and not _is_hidden(p, folder))
+        if found:
+            return _train_files(found)
+    raise ConfigError(f"{folder}: no *_clean.jsonl, *.jsonl or *.parquet files in this folder")
+
+
+def _file_format(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        return "json"
+    if suffix == ".parquet":
+        return "parquet"
+    raise ConfigError(f"{path}: unsupported data file (expected .jsonl, .json or .parquet)")
+
+
+def _file_columns(path: Path) -> list[str]:
+    import json
+
+    if _file_format(path) == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return list(pq.read_schema(path).names)
+        except Exception as exc:  # pyarrow raises several types for a damaged file
+            raise ConfigError(f"{path}: not a readable parquet file ({_first_line(exc)})") from None
+    with path.open(encoding="utf-8") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{path}: line {number} is not JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise ConfigError(f"{path}: line {number} is not a JSON object")
+            return list(row)
+    raise ConfigError(f"{path}: the file holds no rows")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[-1][:200]
+
+
+def _check_columns(files: list[Path]) -> None:
+    for path in files:
+        columns = _file_columns(path)
+        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+        if missing:
+            raise ConfigError(
+                f"{path}: missing column {missing[0]!r} (found {', '.join(columns) or 'none'}; "
+                f"the recipe needs {' and '.join(REQUIRED_COLUMNS)})"
+            )
+
+
+def _check_values(dataset: datasets.Dataset, where: str) -> None:
+    if len(dataset) == 0:
+        raise ConfigError(f"{where}: the dataset holds no rows")
+    for column in REQUIRED_COLUMNS:
+        feature = dataset.features[column]
+        dtype = getattr(feature, "dtype", None)
+        if dtype not in ("string", "large_string"):
+            raise ConfigError(f"{where}: column {column!r} holds {feature}, not text")
+        nulls = dataset.data.column(column).null_count
+        if nulls:
+            first = dataset.data.column(column).is_null().to_numpy(zero_copy_only=False).argmax()
+            raise ConfigError(f"{where}: column {column!r} is null in {nulls} rows (first: row {first})")
+
+
+def _load_files(files: list[Path]) -> datasets.Dataset:
+    import datasets
+
+    _check_columns(files)
+    formats = {_file_format(f) for f in files}
+    if len(formats) > 1:
+        raise ConfigError(f"{files[0].parent}: mixes jsonl and parquet files; point at one kind")
+    try:
+        return datasets.load_dataset(formats.pop(), data_files=[str(f) for f in files], split="train")
+    except ConfigError:
+        raise
+    except Exception as exc:  # datasets wraps reader failures in several exception types
+        names = files[0].name if len(files) == 1 else f"{files[0].parent} ({len(files)} files)"
+        raise ConfigError(f"{names}: cannot be read as a dataset ({_first_line(exc)})") from None
+
+
+def _file_records(files: list[Path], root: Path | None, *, hashed: bool = True) -> list[dict[str, Any]]:
+    return [
+        {
+            "path": str(f.relative_to(root)) if root is not None else str(f),
+            "size": f.stat().st_size,
+            "sha256": sha256_file(f) if hashed else None,
+        }
+        for f in files
+    ]
+
+
+def _snapshot_records(files: list[Path], snap: Any) -> list[dict[str, Any]]:
+    """The loaded files' records, with the hashes the fetch already verified where it has them."""
+    verified = {entry.path: entry for entry in getattr(snap, "files", ())}
+    records = []
+    for record in _file_records(files, Path(snap.path), hashed=False):
+        entry = verified.get(record["path"])
+        record["sha256"] = (
+            entry.sha256 if entry is not None else sha256_file(Path(snap.path) / record["path"])
+        )
+        records.append(record)
+    return records
+
+
+def _local_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        return data_files(path)
+    _file_format(path)
+    return [path]
+
+
+def load_raw_dataset(
+    dataset_path: str, *, revision: str, cache_dir: Path | str | None = None
+) -> tuple[datasets.Dataset, dict[str, Any]]:
+    """The raw rows (prompt, response, and whatever else the files hold) and where they came from.
+
+    `dataset_path` is a local jsonl/parquet file, a folder of them, or a hub dataset repo id, which is
+    fetched by commit through `hub.snapshot` (`revision` applies to hub repos only; local files have
+    none). Provenance: source, path, repo_id, revision, sha, files [{path, size, sha256}], rows.
+    """
+    local = Path(dataset_path).expanduser()
+    if local.exists():
+        files = _local_files(local)
+        provenance: dict[str, Any] = {
+            "source": "local",
+            "path": str(local.resolve()),
+            "repo_id": None,
+            "revision": None,
+            "sha": None,
+            "files": _file_records(files, None),
+        }
+    elif _HUB_REPO_ID.match(dataset_path):
+        from gpt4allj_kit import hub
+
+        snap = hub.snapshot(dataset_path, repo_type="dataset", revision=revision, cache_dir=cache_dir)
+        files = data_files(Path(snap.path))
+        provenance = {
+            "source": "hub",
+            "path": str(snap.path),
+            "repo_id": snap.repo_id,
+            "revision": snap.revision,
+            "sha": snap.sha,
+            "files": _snapshot_records(files, snap),
+        }
+    else:
+        raise ConfigError(f"dataset_path {dataset_path!r}: no such file or folder, and not a hub repo id")
+    dataset = _load_files(files)
+    _check_values(dataset, dataset_path)
+    provenance["rows"] = len(dataset)
+    return dataset, provenance
+
+
+# --- split and tokenize ---
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def tokenize_processes(requested: int, rows: int, *, streaming: bool = False) -> int:
+    """Worker processes for tokenization: the config's num_proc, capped by cores and by the work there is."""
+    if streaming:
+        return 1  # upstream passed num_proc only when not streaming
+    return max(1, min(requested, available_cores(), math.ceil(rows / _ROWS_PER_PROCESS)))
+
+
+class _BatchEncoder:
+    """datasets.map function: int32/int8 arrays (torch format yields int64) and errors naming the row."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_length: int) -> None:
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        # datasets fingerprints this object (not the code of its methods) to reuse cached results: the
+        # hash of this module makes a kit update that changes the encoding re-tokenize instead.
+        self.code_sha = sha256_file(Path(__file__))
+
+    def __call__(self, batch: dict[str, list[Any]], indices: list[int]) -> dict[str, np.ndarray]:
+        arrays = encode_arrays(self.tokenizer, batch["prompt"], batch["response"], self.max_length)
+        if arrays.unlearnable:
+            row, learnable = arrays.unlearnable[0]
+            raise _unlearnable(indices[row], learnable, batch["prompt"][row])
+        return {
+            "input_ids": arrays.input_ids.astype(np.int32),
+            "attention_mask": arrays.attention_mask.astype(np.int8),
+            "labels": arrays.labels.astype(np.int32),
+        }
+
+
+def tokenize_dataset(
+    raw: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, max_length: int, *, num_proc: int = 1
+) -> datasets.Dataset:
+    """Every row of `raw` encoded (errors name the row of `raw`), in torch format."""
+    import datasets
+
+    features = datasets.Features(
+        {
+            "input_ids": datasets.List(datasets.Value("int32")),
+            "attention_mask": datasets.List(datasets.Value("int8")),
+            "labels": datasets.List(datasets.Value("int32")),
+        }
+    )
+    processes = tokenize_processes(num_proc, len(raw))
+    tokenized = raw.map(
+        _BatchEncoder(tokenizer, max_length),
+        batched=True,
+        with_indices=True,
+        remove_columns=raw.column_names,
+        features=features,
+        num_proc=processes if processes > 1 else None,
+        desc="tokenizing",
+    )
+    tokenized.set_format("torch", columns=list(MODEL_COLUMNS))
+    return tokenized
+
+
+def split_and_tokenize(
+    raw: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, config: TrainConfig
+) -> DatasetSplits:
+    """Upstream's 5% validation split with the config seed, rows encoded as `encode_pair` defines.
+
+    Rows are tokenized before the split: encoding is per row, and `train_test_split` draws its
+    permutation from the seed and the row count alone, so the result is the same as upstream's
+    split-then-tokenize, while an error can name the row of the loaded data.
+    """
+    num_proc = 1 if config.streaming else config.num_proc
+    tokenized = tokenize_dataset(raw, tokenizer, config.max_length, num_proc=num_proc)
+    split = tokenized.train_test_split(test_size=TEST_SIZE, seed=config.seed)
+    return DatasetSplits(train=split["train"], validation=split["test"])
+
+
+# --- collators ---
+
+
+def dynamic_padding_collator(
+    pad_token_id: int, multiple_of: int = 8
+) -> Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]:
+    """Stacks rows and drops trailing columns that are padding in every row of the batch.
+
+    The batch keeps the longest row's length rounded up to `multiple_of` (never beyond the rows' own
+    length). Rows may come padded to max_length (faithful encoding) or unpadded; unpadded rows are
+    padded with `pad_token_id`, attention 0 and labels -100. The dropped columns carry label -100 and
+    attention 0 and lie after every real token, so a causal LM's loss is the same as on the full batch.
+    """
+    if multiple_of < 1:
+        raise ValueError(f"multiple_of must be >= 1, got {multiple_of}")
+
+    def collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        import torch
+
+        if not rows:
+            raise ValueError("cannot collate an empty batch")
+        fill = {"input_ids": pad_token_id, "attention_mask": 0, "labels": IGNORE_INDEX}
+        columns = [c for c in MODEL_COLUMNS if c in rows[0]]
+        tensors = {c: [torch.as_tensor(row[c], dtype=torch.long) for row in rows] for c in columns}
+        width = max(t.shape[0] for t in tensors["input_ids"])
+        real = [_real_length(tensors, i) for i in range(len(rows))]
+        keep = min(width, math.ceil(max(real) / multiple_of) * multiple_of)
+        batch: dict[str, torch.Tensor] = {}
+        for column, values in tensors.items():
+            out = torch.full((len(rows), keep), fill[column], dtype=torch.long)
+            for i, value in enumerate(values):
+                n = min(keep, value.shape[0])
+                out[i, :n] = value[:n]
+            batch[column] = out
+        return batch
+
+    def _real_length(tensors: dict[str, list[torch.Tensor]], i: int) -> int:
+        if "attention_mask" not in tensors:
+            # Without a mask, padding cannot be told from a real eos (pad = eos): keep every column.
+            return int(tensors["input_ids"][i].shape[0])
+        mask = tensors["attention_mask"][i].nonzero()
+        return int(mask[-1].item()) + 1 if mask.numel() else 0
+
+    return collate
+
+
+def collator_for(padding: str, pad_token_id: int) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
+    """The collator of a padding mode: faithful = transformers' default collator, dynamic = trimmed."""
+    if padding == "faithful":
+        from transformers import default_data_collator
+
+        return default_data_collator
+    if padding == "dynamic":
+        return dynamic_padding_collator(pad_token_id)
+    raise ConfigError(f"padding {padding!r}: expected 'faithful' or 'dynamic'")

@@ -1,0 +1,98 @@
+"""The state of one reproduction run directory: which stage ran, when, with what result.
+
+`RUN_DIR/run.json` is rewritten atomically after every stage transition, so `gpt4allj-kit status RUN_DIR`
+shows the truth even while a run is in progress or after it was killed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+from gpt4allj_kit.errors import ConfigError
+from gpt4allj_kit.files import atomic_write_text
+from gpt4allj_kit.manifest import now_iso
+
+STAGES = ("doctor", "fetch", "train", "eval", "compare", "report")
+StageStatus = Literal["pending", "running", "done", "skipped", "failed", "interrupted"]
+STATE_FILE = "run.json"
+
+
+class StageRecord(BaseModel):
+    name: str
+    status: StageStatus = "pending"
+    started: str | None = None
+    ended: str | None = None
+    seconds: float | None = None
+    key: str | None = Field(None, description="the stage's headline number, for the summary table")
+    path: str | None = None
+    detail: str | None = None
+    pid: int | None = None
+
+
+class RunState(BaseModel):
+    revision: str
+    profile: str
+    command: str
+    created: str
+    updated: str
+    stages: dict[str, StageRecord]
+
+    @classmethod
+    def new(cls, revision: str, profile: str, command: str) -> RunState:
+        stamp = now_iso()
+        return cls(
+            revision=revision,
+            profile=profile,
+            command=command,
+            created=stamp,
+            updated=stamp,
+            stages={name: StageRecord(name=name) for name in STAGES},
+        )
+
+    def stage(self, name: str) -> StageRecord:
+        return self.stages[name]
+
+
+def state_path(run_dir: Path) -> Path:
+    return run_dir / STATE_FILE
+
+
+def load_state(run_dir: Path) -> RunState:
+    """The run's state; a missing or unreadable run.json is a one-line ConfigError."""
+    file = state_path(run_dir)
+    if not file.exists():
+        raise ConfigError(f"{run_dir}: not a reproduction run directory (no {STATE_FILE})")
+    try:
+        state = RunState.model_validate_json(file.read_text(encoding="utf-8"))
+    except (ValidationError, ValueError) as exc:
+        raise ConfigError(f"{file}: unreadable run state ({type(exc).__name__})") from None
+    return _mark_dead_runs(state)
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _mark_dead_runs(state: RunState) -> RunState:
+    """A stage still 'running' whose process is gone was interrupted (killed, machine rebooted)."""
+    for record in state.stages.values():
+        if record.status == "running" and not _alive(record.pid):
+            record.status = "interrupted"
+    return state
+
+
+def save_state(run_dir: Path, state: RunState) -> None:
+    state.updated = now_iso()
+    atomic_write_text(state_path(run_dir), state.model_dump_json(indent=2) + "\n")

@@ -1,0 +1,479 @@
+"""The training loop that runs in every process started by `accelerate launch ... train.py`.
+
+Read top to bottom: arguments -> config -> accelerator -> tokenizer, model, data -> optimizer, schedule ->
+prepare -> (resume) -> epochs of accumulated steps with logging, evaluation and saving -> final weights and
+the run manifest. Semantics are the upstream recipe's (commit a4e8616c) with its bugs fixed (see README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import signal
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gpt4allj_kit.config import TrainConfig, load_train_config
+from gpt4allj_kit.errors import KitError
+from gpt4allj_kit.train import checkpoint, optim
+from gpt4allj_kit.train.checkpoint import TrainerState
+
+# Fault injection for the resume tests: every process SIGKILLs itself right after this optimizer step.
+KILL_AFTER_STEP_ENV = "GPT4ALLJ_KIT_KILL_AFTER_STEP"
+METRICS_FILE = "metrics.jsonl"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="train.py", description="GPT4All-J fine-tuning (run it through `accelerate launch`)."
+    )
+    parser.add_argument("--config", default=None, help="training config YAML (default: the documented one)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key")
+    parser.add_argument(
+        "--resume", nargs="?", const="latest", default=None, help="'latest' or a step_N/ directory"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry of root `train.py`: expected failures print one line and exit with their code."""
+    args = parse_args(argv)
+    try:
+        config = load_train_config(args.config, args.set)
+        train(config, resume=args.resume, command=[sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
+    except KitError as exc:
+        print(f"error: {exc.message}", file=sys.stderr, flush=True)
+        return int(exc.exit_code)
+    return 0
+
+
+# --- the launcher's dynamo flag ---------------------------------------------------------------------
+
+
+def launcher_dynamo_backend(cmdlines: Iterable[list[str]]) -> str | None:
+    """The `--dynamo_backend` given to the `accelerate launch` among `cmdlines` (ancestors first)."""
+    for argv in cmdlines:
+        if not any(Path(a).name == "accelerate" or a.endswith("accelerate/commands/launch.py") for a in argv):
+            continue
+        for i, arg in enumerate(argv):
+            if arg.startswith("--dynamo_backend="):
+                return arg.split("=", 1)[1]
+            if arg == "--dynamo_backend" and i + 1 < len(argv):
+                return argv[i + 1]
+    return None
+
+
+def _ancestor_cmdlines() -> list[list[str]]:
+    import psutil
+
+    lines = []
+    for proc in psutil.Process().parents():
+        try:
+            lines.append(proc.cmdline())
+        except (psutil.AccessDenied, psutil.NoSuchProcess):
+            continue
+    return lines
+
+
+def apply_launcher_dynamo_backend() -> str | None:
+    """Makes `--dynamo_backend` apply under `--use_deepspeed`, where accelerate 1.15 silently drops it.
+
+    accelerate's DeepSpeed launcher does not export ACCELERATE_DYNAMO_BACKEND (its other launchers do), so
+    the documented command's `--dynamo_backend=inductor` would compile nothing. When the variable is unset,
+    the flag is read from the launching `accelerate` process's command line and exported here, before the
+    Accelerator is created.
+    """
+    if os.environ.get("ACCELERATE_DYNAMO_BACKEND") or os.environ.get("ACCELERATE_USE_DEEPSPEED") != "true":
+        return os.environ.get("ACCELERATE_DYNAMO_BACKEND")
+    backend = launcher_dynamo_backend(_ancestor_cmdlines())
+    if backend:
+        os.environ["ACCELERATE_DYNAMO_BACKEND"] = backend.upper()
+    return backend
+
+
+# --- building blocks ----------------------------------------------------------------------------------
+
+
+def make_accelerator(config: TrainConfig) -> Any:
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration, InitProcessGroupKwargs, ProjectConfiguration
+
+    handlers = []
+    if not torch.cuda.is_available():
+        # DeepSpeed on CPU otherwise initialises a backend that fails its batch-size check; gloo works.
+        handlers.append(InitProcessGroupKwargs(backend="gloo"))
+    trackers = [name for name, on in (("wandb", config.wandb), ("tensorboard", config.tensorboard)) if on]
+    return Accelerator(
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        # The schedule is stepped once per optimizer step, as DeepSpeed does (see optim.py).
+        step_scheduler_with_optimizer=False,
+        log_with=trackers or None,
+        project_config=ProjectConfiguration(project_dir=config.output_dir, logging_dir=config.output_dir),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        kwargs_handlers=handlers,
+    )
+
+
+def resolve_source(name: str, revision: str, repo_type: str = "model") -> tuple[Path, dict[str, Any]]:
+    """A local folder for a model/tokenizer name: the path itself, or the hub snapshot of `revision`."""
+    local = Path(name).expanduser()
+    if local.exists():
+        return local, {"source": "local", "path": str(local.resolve())}
+    from gpt4allj_kit import hub
+
+    snap = hub.snapshot(name, repo_type=repo_type, revision=revision)
+    return Path(snap.path), {"source": "hub", "repo_id": name, "revision": revision, "sha": snap.sha}
+
+
+def load_tokenizer(path: Path, config: TrainConfig) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=config.trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token  # GPT-J has none; upstream used eos
+    return tokenizer
+
+
+def load_model(path: Path, config: TrainConfig) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        path,
+        trust_remote_code=config.trust_remote_code,
+        use_cache=not config.gradient_checkpointing,
+        dtype="float32",  # master weights in fp32; mixed precision comes from the launcher
+    )
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    if config.lora:
+        from peft import LoraConfig, TaskType, get_peft_model
+
+        if config.gradient_checkpointing:
+            model.enable_input_require_grads()
+        # Upstream's LoRA settings.
+        lora = LoraConfig(task_type=TaskType.CAUSAL_LM, inference_mode=False, r=8, lora_alpha=32, lora_dropout=0.1)
+        model = get_peft_model(model, lora)
+    return model
+
+
+def make_loaders(splits: Any, config: TrainConfig, pad_token_id: int) -> tuple[Any, Any]:
+    from torch.utils.data import DataLoader
+
+    from gpt4allj_kit import data
+
+    collate = data.collator_for(config.padding, pad_token_id)
+    train = DataLoader(splits.train, batch_size=config.batch_size, shuffle=config.shuffle, collate_fn=collate)
+    val = DataLoader(splits.validation, batch_size=config.batch_size, collate_fn=collate)
+    return train, val
+
+
+def deepspeed_config(accelerator: Any) -> dict[str, Any] | None:
+    plugin = accelerator.state.deepspeed_plugin
+    return plugin.deepspeed_config if plugin is not None else None
+
+
+# --- progress, metrics ----------------------------------------------------------------------------------
+
+
+@dataclass
+class StepMeter:
+    """Losses and tokens of the micro-batches of one optimizer step (this process)."""
+
+    losses: list[Any] = field(default_factory=list)
+    tokens: int = 0
+    nonpad_tokens: int = 0
+
+    def add(self, loss: Any, batch: dict[str, Any]) -> None:
+        self.losses.append(loss.detach().float())
+        self.tokens += int(batch["input_ids"].numel())
+        self.nonpad_tokens += int(batch["attention_mask"].sum())
+
+
+class MetricsLog:
+    """metrics.jsonl (main process only), kept consistent with the state a run resumes from."""
+
+    def __init__(self, output_dir: Path, enabled: bool, resumed_step: int | None) -> None:
+        self.path = output_dir / METRICS_FILE
+        self.enabled = enabled
+        if enabled and resumed_step is not None and self.path.exists():
+            # Steps after the resumed state were lost with the killed run; they are about to be redone.
+            kept = [
+                line
+                for line in self.path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= resumed_step
+            ]
+            self.path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.enabled:
+            with self.path.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+
+def evaluate(accelerator: Any, model: Any, loader: Any) -> float:
+    """Mean validation loss over the whole validation loader (upstream's definition)."""
+    import torch
+
+    model.eval()
+    losses = []
+    with torch.no_grad():
+        for batch in loader:
+            loss = model(**batch).loss
+            losses.append(accelerator.gather(loss.detach().float().reshape(1)))
+    model.train()
+    return float(torch.cat(losses).mean()) if losses else float("nan")
+
+
+def current_lr(optimizer: Any) -> float:
+    return float(optimizer.param_groups[0]["lr"])
+
+
+def grad_norm_of(accelerator: Any, model: Any, clipped: Any) -> float | None:
+    """The global gradient norm of the step just taken (DeepSpeed computes it while clipping)."""
+    if accelerator.state.deepspeed_plugin is not None:
+        value = model.get_global_grad_norm()
+        return float(value) if value is not None else None
+    return float(clipped) if clipped is not None else None
+
+
+# --- the run ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunInfo:
+    """What the manifest records besides the config."""
+
+    assets: dict[str, Any] = field(default_factory=dict)
+    saved: dict[str, str] = field(default_factory=dict)  # directory -> weight dtype
+    resumed_from: str | None = None
+
+
+def train(config: TrainConfig, *, resume: str | None = None, command: list[str] | None = None) -> TrainerState:
+    import torch
+    from accelerate.utils import set_seed
+
+    from gpt4allj_kit import data, manifest
+
+    started = manifest.now_iso()
+    dynamo_from_launcher = apply_launcher_dynamo_backend()
+    accelerator = make_accelerator(config)
+    output_dir = Path(config.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    set_seed(config.seed)
+    info = RunInfo()
+
+    with accelerator.main_process_first():
+        tokenizer_path, info.assets["tokenizer"] = resolve_source(config.tokenizer_name, config.model_revision)
+        model_path, info.assets["model"] = resolve_source(config.model_name, config.model_revision)
+        tokenizer = load_tokenizer(tokenizer_path, config)
+        raw, info.assets["data"] = data.load_raw_dataset(config.dataset_path, revision=config.revision)
+        splits = data.split_and_tokenize(raw, tokenizer, config)
+    model = load_model(model_path, config)
+    train_loader, val_loader = make_loaders(splits, config, data.pad_token_id(tokenizer))
+
+    ds_config = deepspeed_config(accelerator)
+    optimizer = optim.build_optimizer(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        ds_config=ds_config,
+    )
+    scheduler = optim.build_scheduler(
+        optimizer, lr=config.lr, min_lr=config.min_lr, warmup_steps=config.warmup_steps, ds_config=ds_config
+    )
+    model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
+        model, optimizer, train_loader, val_loader, scheduler
+    )
+    uses_deepspeed = ds_config is not None
+
+    state = TrainerState()
+    resumed_step = None
+    if resume:
+        resume_path = checkpoint.resolve_resume(resume, output_dir)
+        accelerator.load_state(str(resume_path))
+        state = checkpoint.read_state(resume_path)
+        resumed_step = state.step
+        info.resumed_from = str(resume_path)
+    if config.wandb or config.tensorboard:
+        accelerator.init_trackers(
+            config.wandb_project_name or "gpt4allj-kit",
+            config=config.model_dump(mode="json"),
+            init_kwargs={"wandb": {"entity": config.wandb_entity}} if config.wandb else {},
+        )
+
+    steps_per_epoch = math.ceil(len(train_loader) / accelerator.gradient_accumulation_steps)
+    total_steps = steps_per_epoch * config.num_epochs
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+    metrics = MetricsLog(output_dir, accelerator.is_main_process, resumed_step)
+    kill_after = int(os.environ.get(KILL_AFTER_STEP_ENV, "0") or 0)
+    clock = time.perf_counter()
+    elapsed_before = state.train_seconds
+
+    def log(record: dict[str, Any]) -> None:
+        record["time"] = round(elapsed_before + time.perf_counter() - clock, 3)
+        metrics.write(record)
+        accelerator.log({k: v for k, v in record.items() if isinstance(v, int | float)}, step=state.step)
+
+    model.train()
+    while state.epoch < config.num_epochs and state.step < total_steps:
+        epoch = state.epoch
+        train_loader.set_epoch(epoch)
+        skip = state.batches_done
+        batches = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
+        meter, step_clock = StepMeter(), time.perf_counter()
+        for index, batch in enumerate(batches, start=skip):
+            with accelerator.accumulate(model):
+                loss = model(**batch).loss
+                meter.add(loss, batch)
+                lr = current_lr(optimizer)  # the rate this step uses; DeepSpeed steps inside backward
+                # accelerate divides by the accumulation steps (DeepSpeed's engine does it itself): never here.
+                accelerator.backward(loss)
+                clipped = None
+                if accelerator.sync_gradients and not uses_deepspeed:
+                    clipped = accelerator.clip_grad_norm_(model.parameters(), optim.GRADIENT_CLIPPING)
+                optimizer.step()
+                if accelerator.sync_gradients:
+                    scheduler.step()
+                optimizer.zero_grad()
+            if not accelerator.sync_gradients:
+                continue
+
+            state.step += 1
+            state.batches_done = index + 1
+            step_loss = accelerator.reduce(torch.stack(meter.losses).mean(), "mean")
+            counts = accelerator.reduce(torch.tensor([meter.tokens, meter.nonpad_tokens], device=loss.device), "sum")
+            seconds = max(time.perf_counter() - step_clock, 1e-9)
+            state.tokens += int(counts[0])
+            state.nonpad_tokens += int(counts[1])
+            state.train_seconds = elapsed_before + time.perf_counter() - clock
+            log(
+                {
+                    "step": state.step,
+                    "epoch": epoch + state.batches_done / len(train_loader),
+                    "train_loss": float(step_loss),
+                    "lr": lr,
+                    "grad_norm": grad_norm_of(accelerator, model, clipped),
+                    "tokens_per_s": float(counts[0]) / seconds,
+                    "nonpad_tokens_per_s": float(counts[1]) / seconds,
+                }
+            )
+            if state.step % config.eval_every == 0:
+                log({"step": state.step, "epoch": epoch, "val_loss": evaluate(accelerator, model, val_loader)})
+            if state.step % config.save_every == 0:
+                checkpoint.save_state(accelerator, output_dir / f"step_{state.step}", state)
+            if kill_after and state.step == kill_after:
+                os.kill(os.getpid(), signal.SIGKILL)
+            meter, step_clock = StepMeter(), time.perf_counter()
+            if state.step >= total_steps:
+                break
+
+        epoch_finished = state.batches_done >= len(train_loader)
+        if epoch_finished:
+            state.epoch, state.batches_done = epoch + 1, 0
+            log({"step": state.step, "epoch": epoch + 1, "val_loss": evaluate(accelerator, model, val_loader)})
+            target = output_dir / f"epoch_{epoch + 1}"
+            info.saved[target.name] = checkpoint.save_weights(accelerator, model, tokenizer, target)
+        elif state.step >= total_steps:
+            break
+
+    final = output_dir / "final"
+    info.saved[final.name] = checkpoint.save_weights(accelerator, model, tokenizer, final)
+    if accelerator.is_main_process:
+        write_run_manifest(
+            output_dir,
+            accelerator=accelerator,
+            model=model,
+            optimizer=optimizer,
+            config=config,
+            state=state,
+            info=info,
+            started=started,
+            command=command or sys.argv,
+            steps={"steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "completed": state.step},
+            dynamo_from_launcher=dynamo_from_launcher,
+        )
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return state
+
+
+def compiled(model: Any) -> bool:
+    """Whether torch.compile applies to the prepared model (DeepSpeed compiles inside its engine)."""
+    return bool(getattr(model, "is_compiled", False)) or type(model).__name__ == "OptimizedModule"
+
+
+def fetch_lock() -> dict[str, Any] | None:
+    """The fetch lock of the checkout, when the run uses one (its sha256 and locked assets)."""
+    from gpt4allj_kit import hub, paths
+    from gpt4allj_kit.files import sha256_file
+
+    lock = paths.project_root() / hub.LOCK_NAME
+    if not lock.is_file():
+        return None
+    assets = json.loads(lock.read_text(encoding="utf-8")).get("assets", [])
+    return {
+        "path": str(lock),
+        "sha256": sha256_file(lock),
+        "assets": [{k: a.get(k) for k in ("repo_id", "repo_type", "revision", "sha")} for a in assets],
+    }
+
+
+def write_run_manifest(
+    output_dir: Path,
+    *,
+    accelerator: Any,
+    model: Any,
+    optimizer: Any,
+    config: TrainConfig,
+    state: TrainerState,
+    info: RunInfo,
+    started: str,
+    command: list[str],
+    steps: dict[str, int],
+    dynamo_from_launcher: str | None,
+) -> None:
+    from gpt4allj_kit import manifest
+
+    acc_state = accelerator.state
+    settings = {
+        "distributed_type": str(acc_state.distributed_type),
+        "num_processes": accelerator.num_processes,
+        "mixed_precision": accelerator.mixed_precision,
+        "gradient_accumulation_steps": accelerator.gradient_accumulation_steps,
+        "dynamo_backend": str(acc_state.dynamo_plugin.backend.value),
+        "dynamo_backend_from_launcher_argv": dynamo_from_launcher,
+        "compiled": compiled(model),
+        "launcher_env": {k: v for k, v in os.environ.items() if k.startswith("ACCELERATE_")},
+    }
+    seconds = max(state.train_seconds, 1e-9)
+    manifest.write_manifest(
+        output_dir / "manifest.json",
+        stage="train",
+        command=shlex.join(command),
+        config=config,
+        started=started,
+        accelerate=settings,
+        deepspeed=deepspeed_config(accelerator),
+        optimizer=optim.describe_optimizer(optimizer),
+        assets=info.assets,
+        fetch_lock=fetch_lock(),
+        resumed_from=info.resumed_from,
+        steps=steps,
+        trainer_state=asdict(state),
+        throughput={
+            "train_seconds": round(state.train_seconds, 3),
+            "tokens_per_s": state.tokens / seconds,
+            "nonpad_tokens_per_s": state.nonpad_tokens / seconds,
+        },
+        saved_weights=info.saved,
+        saved_weights_dtype=next(iter(info.saved.values()), None),
+    )

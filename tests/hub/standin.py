@@ -1,0 +1,288 @@
+"""A local Hugging Face hub stand-in: the few endpoints huggingface_hub and datasets use to fetch by revision.
+
+Serves model and dataset repos from memory on 127.0.0.1 (reached through HF_ENDPOINT). Each commit has its
+own 40-hex sha; refs (branches and tags) are movable during a test. Large formats are served as LFS files
+(ETag and X-Linked-Etag = sha256), the rest as git blobs (ETag = git blob sha1), as the real hub does.
+`Range` requests are honoured so resumed downloads can be observed, and a fault mode drops the connection
+part-way through a file.
+No xet headers are ever sent, so clients stay on plain HTTP against this server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote, urlsplit
+
+LFS_SUFFIXES = (".safetensors", ".bin", ".h5", ".msgpack", ".parquet", ".jsonl")
+_API = re.compile(r"^/api/(models|datasets)/([^/]+/[^/]+)/(revision|tree|refs)(?:/([^/]+))?(?:/(.*))?$")
+_RESOLVE = re.compile(r"^/(datasets/)?([^/]+/[^/]+)/resolve/([^/]+)/(.+)$")
+
+
+def git_blob_sha1(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def is_lfs(path: str) -> bool:
+    return path.endswith(LFS_SUFFIXES)
+
+
+@dataclass
+class Repo:
+    repo_id: str
+    repo_type: str
+    commits: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    refs: dict[str, str] = field(default_factory=dict)  # name -> sha; "main" is the branch, others tags
+    private: bool = False
+
+    def commit(self, files: dict[str, bytes], *refs: str) -> str:
+        """Adds a commit holding `files` and points `refs` at it; returns its sha."""
+        digest = hashlib.sha1(f"{self.repo_id}:{len(self.commits)}".encode())
+        for path in sorted(files):
+            digest.update(path.encode() + hashlib.sha256(files[path]).digest())
+        sha = digest.hexdigest()
+        self.commits[sha] = dict(files)
+        for ref in refs:
+            self.refs[ref] = sha
+        return sha
+
+    def resolve(self, revision: str) -> str | None:
+        if revision in self.commits:
+            return revision
+        return self.refs.get(revision)
+
+
+@dataclass
+class Fault:
+    """Drops the connection of the next `times` GETs of `path` after `after_bytes` bytes of the body."""
+
+    path: str
+    after_bytes: int
+    times: int
+
+
+@dataclass
+class Served:
+    method: str
+    path: str
+    range: str | None
+    status: int
+    body_bytes: int
+
+
+class HubStandIn:
+    """The server, its repos, faults and request log; `start()`/`stop()` around a test."""
+
+    def __init__(self, token: str = "hf_standin_token") -> None:
+        self.repos: dict[tuple[str, str], Repo] = {}
+        self.faults: list[Fault] = []
+        self.log: list[Served] = []
+        self.token = token
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+
+    @property
+    def endpoint(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def repo(self, repo_id: str, repo_type: str = "model", *, private: bool = False) -> Repo:
+        return self.repos.setdefault((repo_type, repo_id), Repo(repo_id, repo_type, private=private))
+
+    def drop_connection(self, path: str, after_bytes: int, times: int = 1) -> None:
+        self.faults.append(Fault(path, after_bytes, times))
+
+    def bytes_served(self, path: str) -> int:
+        return sum(s.body_bytes for s in self.log if s.method == "GET" and s.path.endswith("/" + path))
+
+    def gets(self, path: str) -> list[Served]:
+        return [
+            s for s in self.log if s.method == "GET" and "/resolve/" in s.path and s.path.endswith(f"/{path}")
+        ]
+
+    def start(self) -> HubStandIn:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def take_fault(self, path: str) -> Fault | None:
+        with self._lock:
+            for fault in self.faults:
+                if fault.path == path and fault.times > 0:
+                    fault.times -= 1
+                    return fault
+        return None
+
+
+def _handler_for(hub: HubStandIn) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_HEAD(self) -> None:
+            self._route(head=True)
+
+        def do_GET(self) -> None:
+            self._route(head=False)
+
+        def _route(self, *, head: bool) -> None:
+            path = unquote(urlsplit(self.path).path)
+            if match := _API.match(path):
+                kind, repo_id, action, revision, sub = match.groups()
+                self._api(kind[:-1], repo_id, action, revision, sub or "", head)
+            elif match := _RESOLVE.match(path):
+                dataset, repo_id, revision, file = match.groups()
+                self._resolve("dataset" if dataset else "model", repo_id, revision, file, head)
+            else:
+                self._error(404, "EntryNotFound", "no such endpoint", head)
+
+        def _repo(self, repo_type: str, repo_id: str, head: bool) -> Repo | None:
+            repo = hub.repos.get((repo_type, repo_id))
+            if repo is None:
+                self._error(404, "RepoNotFound", "Repository not found", head)
+                return None
+            if repo.private and self.headers.get("Authorization") != f"Bearer {hub.token}":
+                self._error(401, "RepoNotFound", "Invalid username or password.", head)
+                return None
+            return repo
+
+        def _api(self, repo_type: str, repo_id: str, action: str, revision: str | None, sub: str, head: bool):
+            repo = self._repo(repo_type, repo_id, head)
+            if repo is None:
+                return
+            if action == "refs":
+                refs = {"branches": [], "tags": [], "converts": []}
+                for name, sha in sorted(repo.refs.items()):
+                    kind = "branches" if name == "main" else "tags"
+                    prefix = "refs/heads/" if name == "main" else "refs/tags/"
+                    refs[kind].append({"name": name, "ref": prefix + name, "targetCommit": sha})
+                return self._json(refs, head)
+            sha = repo.resolve(revision or "main")
+            if sha is None:
+                return self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}", head)
+            files = repo.commits[sha]
+            if action == "revision":
+                info = {
+                    "id": repo_id,
+                    "sha": sha,
+                    "private": repo.private,
+                    "lastModified": "2023-04-24T00:00:00.000Z",
+                    "siblings": [{"rfilename": p} for p in sorted(files)],
+                }
+                return self._json(info, head)
+            recursive = "recursive=true" in urlsplit(self.path).query.lower()
+            return self._json(_tree(files, sub.strip("/"), recursive), head)
+
+        def _resolve(self, repo_type: str, repo_id: str, revision: str, file: str, head: bool) -> None:
+            repo = self._repo(repo_type, repo_id, head)
+            if repo is None:
+                return
+            sha = repo.resolve(revision)
+            if sha is None:
+                return self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}", head)
+            data = repo.commits[sha].get(file)
+            if data is None:
+                return self._error(404, "EntryNotFound", f"{file} does not exist at {revision}", head)
+            start = _range_start(self.headers.get("Range"))
+            status = 206 if start is not None else 200
+            start = start or 0
+            body = data[start:]
+            self.send_response(status)
+            self.send_header("X-Repo-Commit", sha)
+            if is_lfs(file):
+                oid = hashlib.sha256(data).hexdigest()
+                self.send_header("X-Linked-Etag", f'"{oid}"')
+                self.send_header("X-Linked-Size", str(len(data)))
+            else:
+                oid = git_blob_sha1(data)
+            self.send_header("ETag", f'"{oid}"')
+            self.send_header("Accept-Ranges", "bytes")
+            if status == 206:
+                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if head:
+                return self._record(status, 0)
+            fault = hub.take_fault(file)
+            if fault is not None:
+                sent = body[: max(0, fault.after_bytes - start)]
+                self.wfile.write(sent)
+                self.wfile.flush()
+                self._record(status, len(sent))
+                self.close_connection = True
+                self.connection.shutdown(2)
+                return
+            self.wfile.write(body)
+            self._record(status, len(body))
+
+        def _json(self, payload: object, head: bool) -> None:
+            body = json.dumps(payload).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if not head:
+                self.wfile.write(body)
+            self._record(200, 0 if head else len(body))
+
+        def _error(self, status: int, code: str, message: str, head: bool) -> None:
+            body = json.dumps({"error": message}).encode()
+            self.send_response(status)
+            self.send_header("X-Error-Code", code)
+            self.send_header("X-Error-Message", message)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if not head:
+                self.wfile.write(body)
+            self._record(status, 0)
+
+        def _record(self, status: int, body_bytes: int) -> None:
+            with hub._lock:
+                path = unquote(urlsplit(self.path).path)
+                hub.log.append(Served(self.command, path, self.headers.get("Range"), status, body_bytes))
+
+    return Handler
+
+
+def _range_start(header: str | None) -> int | None:
+    match = re.fullmatch(r"bytes=(\d+)-", header or "")
+    return int(match.group(1)) if match else None
+
+
+def _tree(files: dict[str, bytes], folder: str, recursive: bool) -> list[dict[str, object]]:
+    prefix = f"{folder}/" if folder else ""
+    entries: dict[str, dict[str, object]] = {}
+    for path, data in sorted(files.items()):
+        if not path.startswith(prefix):
+            continue
+        rest = path[len(prefix) :]
+        if "/" in rest and not recursive:
+            sub = prefix + rest.split("/", 1)[0]
+            entries[sub] = {"type": "directory", "path": sub, "oid": "0" * 40, "size": 0}
+            continue
+        entry: dict[str, object] = {"type": "file", "path": path, "size": len(data)}
+        entry["oid"] = git_blob_sha1(data)
+        if is_lfs(path):
+            entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
+        entries[path] = entry
+    if recursive:
+        for path in list(entries):
+            parts = path.split("/")[:-1]
+            for i in range(1, len(parts) + 1):
+                sub = "/".join(parts[:i])
+                if sub.startswith(prefix.rstrip("/")) and sub != prefix.rstrip("/"):
+                    entries.setdefault(sub, {"type": "directory", "path": sub, "oid": "0" * 40, "size": 0})
+    return sorted(entries.values(), key=lambda e: str(e["path"]))

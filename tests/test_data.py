@@ -1,0 +1,481 @@
+"""Data preparation: upstream's per-row semantics, the batched equivalent, loading, split, collators."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+from typing import Any
+
+import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from gpt4allj_kit import data
+from gpt4allj_kit.assets import EOS, TinyAssets, synthetic_rows
+from gpt4allj_kit.config import TrainConfig
+from gpt4allj_kit.errors import ConfigError
+from gpt4allj_kit.files import sha256_file
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, default_data_collator
+
+MAX_LENGTHS = (32, 128, 512)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny: TinyAssets) -> PreTrainedTokenizerBase:
+    return AutoTokenizer.from_pretrained(tiny.tokenizer_dir)
+
+
+@pytest.fixture(scope="module")
+def rows() -> list[dict[str, str]]:
+    return synthetic_rows(seed=7, rows=1500)
+
+
+def upstream_reference(
+    tokenizer: PreTrainedTokenizerBase, prompt: str, response: str, max_length: int
+) -> dict:
+    """Upstream's tokenize_inputs for one row, step by step with torch tensors as it was written."""
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token  # upstream's train.py did this
+    if tokenizer.eos_token != "</s>" and response.count("</s> \n") > 0:
+        response = response.replace("</s> \n", f"{tokenizer.eos_token} \n")
+    prompt_len = len(tokenizer(prompt + "\n", return_tensors="pt")["input_ids"][0])
+    if prompt_len >= max_length // 2:
+        prompt = prompt[: min(max_length // 2, len(prompt) // 2)]
+        cut = tokenizer(prompt + "\n", return_tensors="pt", max_length=max_length // 2, truncation=True)
+        prompt_len = cut.input_ids.ne(tokenizer.pad_token_id).sum().item()
+    tokens = tokenizer(
+        prompt + "\n" + response + tokenizer.eos_token,
+        truncation=True,
+        max_length=max_length,
+        return_tensors="pt",
+    )["input_ids"].squeeze()
+    labels = tokens.clone()
+    labels[:prompt_len] = -100
+    labels = torch.cat([labels, torch.full((max_length - len(labels),), -100)])
+    padded = tokenizer.pad(
+        {"input_ids": tokens}, padding="max_length", max_length=max_length, return_tensors="pt"
+    )
+    return {
+        "input_ids": padded["input_ids"].tolist(),
+        "attention_mask": padded["attention_mask"].tolist(),
+        "labels": labels.tolist(),
+    }
+
+
+# --- encode_pair: the definition ---
+
+
+@pytest.mark.parametrize("max_length", [64, 256])
+def test_encode_pair_is_upstreams_encoding(
+    tiny: TinyAssets, rows: list[dict[str, str]], max_length: int
+) -> None:
+    reference_tokenizer = AutoTokenizer.from_pretrained(tiny.tokenizer_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny.tokenizer_dir)  # no pad token: the kit must not need one
+    sample = rows[:250]
+    cut = 0
+    for row in sample:
+        got = data.encode_pair(tokenizer, row["prompt"], row["response"], max_length)
+        assert got == upstream_reference(reference_tokenizer, row["prompt"], row["response"], max_length)
+        cut += len(tokenizer(row["prompt"] + "\n")["input_ids"]) >= max_length // 2
+    assert tokenizer.pad_token is None
+    assert cut > 0, "the sample must exercise the long-prompt cut"
+
+
+def test_encode_pair_layout(tokenizer: PreTrainedTokenizerBase) -> None:
+    prompt, response = "What is the kalo of mi?", "The kalo of mi is ren."
+    got = data.encode_pair(tokenizer, prompt, response, 64)
+    head = tokenizer(prompt + "\n")["input_ids"]
+    full = tokenizer(prompt + "\n" + response + EOS)["input_ids"]
+    assert {k: len(v) for k, v in got.items()} == {"input_ids": 64, "attention_mask": 64, "labels": 64}
+    assert got["input_ids"][: len(full)] == full
+    assert full[-1] == tokenizer.eos_token_id
+    assert got["input_ids"][len(full) :] == [tokenizer.eos_token_id] * (64 - len(full))  # pad = eos
+    assert got["attention_mask"] == [1] * len(full) + [0] * (64 - len(full))
+    assert got["labels"] == [-100] * len(head) + full[len(head) :] + [-100] * (64 - len(full))
+
+
+def test_separator_rewrite_only_for_a_different_eos(
+    tiny: TinyAssets, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    response = "</s> \nfirst</s> \nsecond </s>\nthird</s> \n"
+    assert data.faithful_response(tokenizer, response) == f"{EOS} \nfirst{EOS} \nsecond </s>\nthird{EOS} \n"
+    slash_s = AutoTokenizer.from_pretrained(tiny.tokenizer_dir, eos_token="</s>")
+    assert data.faithful_response(slash_s, response) == response
+    got = data.encode_pair(slash_s, "Hi", response, 64)
+    assert got["input_ids"].count(slash_s.convert_tokens_to_ids("</s>")) >= 4  # kept, and eos = "</s>"
+
+
+def _prompt_of_tokens(tokenizer: PreTrainedTokenizerBase, tokens: int) -> str:
+    def count(text: str) -> int:
+        return len(tokenizer(text + "\n")["input_ids"])
+
+    prompt = ""
+    while count(prompt) < tokens:
+        # The longest addition that does not overshoot, so the count lands exactly on `tokens`.
+        prompt += next(w for w in (" kalo", " mi", " a", "x", "!") if count(prompt + w) <= tokens)
+    assert len(tokenizer(prompt + "\n")["input_ids"]) == tokens
+    return prompt
+
+
+@pytest.mark.parametrize("offset", [-1, 0, 1])
+def test_long_prompt_cut_starts_exactly_at_half(tokenizer: PreTrainedTokenizerBase, offset: int) -> None:
+    max_length = 64
+    prompt = _prompt_of_tokens(tokenizer, max_length // 2 + offset)
+    got = data.encode_pair(tokenizer, prompt, "The answer.", max_length)
+    masked = got["labels"].index(next(v for v in got["labels"] if v != -100))
+    if offset < 0:
+        assert masked == max_length // 2 - 1
+        assert got["input_ids"][:masked] == tokenizer(prompt + "\n")["input_ids"]
+    else:
+        short = prompt[: min(max_length // 2, len(prompt) // 2)]
+        assert masked == len(tokenizer(short + "\n")["input_ids"])
+        assert tokenizer.decode(got["input_ids"][:masked]) == short + "\n"
+
+
+def test_cut_prompt_count_skips_pad_tokens_like_upstream(tokenizer: PreTrainedTokenizerBase) -> None:
+    # Upstream recounted the cut prompt with `.ne(pad_token_id)`; pad = eos, so eos inside it is not counted.
+    prompt = (EOS + " kalo") * 40
+    got = data.encode_pair(tokenizer, prompt, "Yes.", 64)
+    short = prompt[:32]
+    head = tokenizer(short + "\n")["input_ids"]
+    eos_in_head = head.count(tokenizer.eos_token_id)
+    assert eos_in_head > 0
+    assert got["labels"][: len(head) - eos_in_head] == [-100] * (len(head) - eos_in_head)
+    assert got["labels"][len(head) - eos_in_head] != -100
+
+
+def test_empty_response_is_an_error_as_upstream(tokenizer: PreTrainedTokenizerBase) -> None:
+    response = ""
+    with pytest.raises(
+        data.UnlearnableRowError, match=r"this row: only the final eos token is left to learn"
+    ):
+        data.encode_pair(tokenizer, "What is kalo?", response, 64)
+    with pytest.raises(data.UnlearnableRowError, match=r"^row 1: only the final eos"):
+        data.encode_batch(tokenizer, ["Fine?", "What is kalo?"], ["Yes.", response], 64)
+
+
+def test_unlearnable_error_survives_worker_pickling() -> None:
+    error = data._unlearnable(17, 0, "a prompt")
+    copy = pickle.loads(pickle.dumps(error))
+    assert isinstance(copy, ConfigError)
+    assert (copy.row, copy.message) == (17, error.message)
+    assert "row 17: every label is -100" in copy.message
+
+
+# --- encode_batch: identical row by row ---
+
+
+def _edge_cases() -> list[tuple[str, str]]:
+    return [
+        ("Translate ü → ß, 日本語 and 🙂 please", "Sure: 🙂 means smile; 日本語 is Japanese ✓"),
+        ("日本語" * 200, "长的回答 " * 300),  # multibyte long prompt: the cut is by characters, not bytes
+        ("Q", "</s> \nstarts with the separator"),
+        ("Q", "ends with the separator</s> \n"),
+        ("Q", "</s> \n"),
+        ("Q", "a</s> \nb</s> \n</s> \nc"),
+        ("", "empty prompt"),
+        ("x" * 3000, "y"),
+        ("What?\n", "\nleading newline in the response"),
+        ("Hi", EOS + " literal eos in the response"),
+    ]
+
+
+@pytest.mark.parametrize("max_length", MAX_LENGTHS)
+def test_encode_batch_equals_encode_pair_row_by_row(
+    tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, str]], max_length: int
+) -> None:
+    pairs = [(r["prompt"], r["response"]) for r in rows] + _edge_cases()
+    prompts, responses = [p for p, _ in pairs], [r for _, r in pairs]
+    batch = data.encode_batch(tokenizer, prompts, responses, max_length)
+    cut = truncated = 0
+    for i, (prompt, response) in enumerate(pairs):
+        one = data.encode_pair(tokenizer, prompt, response, max_length)
+        assert {k: v[i] for k, v in batch.items()} == one, f"row {i} differs"
+        cut += len(tokenizer(prompt + "\n")["input_ids"]) >= max_length // 2
+        truncated += one["attention_mask"][-1] == 1
+    assert cut > 0 and truncated > 0, "every length must exercise the long-prompt cut and truncation"
+
+
+def test_encode_batch_threshold_and_empty_batch(tokenizer: PreTrainedTokenizerBase) -> None:
+    prompts = [_prompt_of_tokens(tokenizer, n) for n in (31, 32, 33)]
+    batch = data.encode_batch(tokenizer, prompts, ["An answer."] * 3, 64)
+    for i, prompt in enumerate(prompts):
+        assert {k: v[i] for k, v in batch.items()} == data.encode_pair(tokenizer, prompt, "An answer.", 64)
+    assert data.encode_batch(tokenizer, [], [], 64) == {"input_ids": [], "attention_mask": [], "labels": []}
+
+
+def test_bad_arguments(tokenizer: PreTrainedTokenizerBase) -> None:
+    with pytest.raises(ConfigError, match="max_length 2 is too small"):
+        data.encode_pair(tokenizer, "a", "b", 2)
+    with pytest.raises(ValueError, match="2 prompts but 1 responses"):
+        data.encode_batch(tokenizer, ["a", "b"], ["c"], 16)
+
+
+# --- loading ---
+
+
+def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def _write_parquet(path: Path, records: list[dict[str, Any]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(records), path)
+    return path
+
+
+def _records(start: int, n: int) -> list[dict[str, str]]:
+    return [{"prompt": f"p{i}", "response": f"r{i}", "source": "s"} for i in range(start, start + n)]
+
+
+def test_load_jsonl_file_with_provenance(tiny: TinyAssets) -> None:
+    raw, provenance = data.load_raw_dataset(str(tiny.jsonl), revision="v1.2-jazzy")
+    assert len(raw) == 3000 and {"prompt", "response"} <= set(raw.column_names)
+    assert raw[5]["prompt"] == json.loads(tiny.jsonl.read_text().splitlines()[5])["prompt"]
+    assert provenance["source"] == "local" and provenance["rows"] == 3000
+    assert provenance["revision"] is None and provenance["sha"] is None
+    assert provenance["files"] == [
+        {"path": str(tiny.jsonl), "size": tiny.jsonl.stat().st_size, "sha256": sha256_file(tiny.jsonl)}
+    ]
+
+
+def test_load_parquet_file_equals_jsonl(tiny: TinyAssets) -> None:
+    from_parquet, _ = data.load_raw_dataset(str(tiny.parquet), revision="main")
+    from_jsonl, _ = data.load_raw_dataset(str(tiny.jsonl), revision="main")
+    assert from_parquet["prompt"] == from_jsonl["prompt"]
+    assert from_parquet["response"] == from_jsonl["response"]
+
+
+def test_folder_of_clean_jsonl_is_upstreams_layout(tmp_path: Path) -> None:
+    _write_jsonl(tmp_path / "b_clean.jsonl", _records(3, 2))
+    _write_jsonl(tmp_path / "a_clean.jsonl", _records(0, 3))
+    _write_jsonl(tmp_path / "notes.jsonl", [{"other": 1}])  # not *_clean: ignored, as upstream's glob did
+    raw, provenance = data.load_raw_dataset(str(tmp_path), revision="main")
+    assert raw["prompt"] == [f"p{i}" for i in range(5)]  # files in name order
+    assert [Path(f["path"]).name for f in provenance["files"]] == ["a_clean.jsonl", "b_clean.jsonl"]
+
+
+def test_folder_of_jsonl_or_hub_layout_parquet(tmp_path: Path) -> None:
+    _write_jsonl(tmp_path / "plain" / "part1.jsonl", _records(0, 2))
+    _write_jsonl(tmp_path / "plain" / "part2.jsonl", _records(2, 2))
+    raw, _ = data.load_raw_dataset(str(tmp_path / "plain"), revision="main")
+    assert raw["prompt"] == ["p0", "p1", "p2", "p3"]
+
+    hub = tmp_path / "hub"
+    _write_parquet(hub / "data" / "train-00001-of-00002.parquet", _records(3, 2))
+    _write_parquet(hub / "data" / "train-00000-of-00002.parquet", _records(0, 3))
+    _write_parquet(hub / "data" / "test-00000-of-00001.parquet", _records(100, 1))
+    _write_parquet(hub / ".cache" / "train-stale.parquet", _records(200, 1))
+    raw, provenance = data.load_raw_dataset(str(hub), revision="main")
+    assert raw["prompt"] == [f"p{i}" for i in range(5)]
+    assert len(provenance["files"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        (
+            "bad.jsonl",
+            '{"prompt": "p", "source": "s"}\n',
+            r"bad.jsonl: missing column 'response' \(found prompt, ",
+        ),
+        (
+            "bad.jsonl",
+            '{"prompt": "p", "response": "r"}\nnot json\n',
+            r"bad.jsonl: cannot be read as a dataset",
+        ),
+        ("bad.jsonl", "[1, 2]\n", r"bad.jsonl: line 1 is not a JSON object"),
+        ("bad.jsonl", "", r"bad.jsonl: the file holds no rows"),
+        (
+            "bad.jsonl",
+            '{"prompt": null, "response": "r"}\n{"prompt": "p", "response": "r"}\n',
+            r"is null in 1 rows",
+        ),
+        ("bad.jsonl", '{"prompt": 3, "response": "r"}\n', r"column 'prompt' holds .*int64.*, not text"),
+        ("bad.csv", "prompt,response\n", r"bad.csv: unsupported data file"),
+        ("bad.parquet", "not parquet", r"bad.parquet: not a readable parquet file"),
+    ],
+)
+def test_bad_files_are_one_line_errors(tmp_path: Path, name: str, content: str, message: str) -> None:
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(ConfigError, match=message) as info:
+        data.load_raw_dataset(str(path), revision="main")
+    assert "\n" not in info.value.message
+
+
+def test_missing_path_and_empty_folder(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"no such file or folder, and not a hub repo id"):
+        data.load_raw_dataset(str(tmp_path / "nope" / "x.jsonl"), revision="main")
+    with pytest.raises(ConfigError, match=r"no \*_clean.jsonl, \*.jsonl or \*.parquet files"):
+        data.load_raw_dataset(str(tmp_path), revision="main")
+    _write_parquet(tmp_path / "missing.parquet", [{"prompt": "p", "text": "t"}])
+    with pytest.raises(ConfigError, match=r"missing.parquet: missing column 'response'"):
+        data.load_raw_dataset(str(tmp_path / "missing.parquet"), revision="main")
+
+
+def test_hub_repo_id_loads_the_snapshot_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gpt4allj_kit import hub
+
+    folder = tmp_path / "snapshots" / ("a" * 40)
+    shard = _write_parquet(folder / "data" / "train-00000-of-00001.parquet", _records(0, 4))
+    (folder / "README.md").write_text("card")
+    calls: list[dict[str, Any]] = []
+
+    def fake_snapshot(repo_id: str, **kwargs: Any) -> hub.Snapshot:
+        # The hub is the one boundary no machine here reaches; hub.snapshot is tested by the fetch stage.
+        calls.append({"repo_id": repo_id, **kwargs})
+        entry = hub.FileEntry("data/train-00000-of-00001.parquet", shard.stat().st_size, "f" * 64)
+        return hub.Snapshot(repo_id, "dataset", kwargs["revision"], "a" * 40, folder, (entry,))
+
+    monkeypatch.setattr(hub, "snapshot", fake_snapshot)
+    raw, provenance = data.load_raw_dataset("nomic-ai/gpt4all-j-prompt-generations", revision="v1.2-jazzy")
+    assert calls == [
+        {
+            "repo_id": "nomic-ai/gpt4all-j-prompt-generations",
+            "repo_type": "dataset",
+            "revision": "v1.2-jazzy",
+            "cache_dir": None,
+        }
+    ]
+    assert raw["prompt"] == ["p0", "p1", "p2", "p3"]
+    assert provenance == {
+        "source": "hub",
+        "path": str(folder),
+        "repo_id": "nomic-ai/gpt4all-j-prompt-generations",
+        "revision": "v1.2-jazzy",
+        "sha": "a" * 40,
+        "files": [
+            {"path": "data/train-00000-of-00001.parquet", "size": shard.stat().st_size, "sha256": "f" * 64}
+        ],
+        "rows": 4,
+    }
+
+
+# --- split and tokenize ---
+
+
+def _train_config(tiny: TinyAssets, tmp_path: Path, **overrides: Any) -> TrainConfig:
+    values: dict[str, Any] = {
+        "model_name": str(tiny.model_dir),
+        "tokenizer_name": str(tiny.tokenizer_dir),
+        "dataset_path": str(tiny.jsonl),
+        "output_dir": str(tmp_path / "out"),
+        "max_length": 128,
+        "num_proc": 1,
+        "seed": 42,
+    }
+    return TrainConfig(**(values | overrides))
+
+
+def test_split_and_tokenize_is_upstreams_split_and_order(
+    tiny: TinyAssets, tokenizer: PreTrainedTokenizerBase, tmp_path: Path
+) -> None:
+    raw, _ = data.load_raw_dataset(str(tiny.jsonl), revision="main")
+    splits = data.split_and_tokenize(raw, tokenizer, _train_config(tiny, tmp_path))
+    upstream = raw.train_test_split(test_size=0.05, seed=42)
+    assert (len(splits.train), len(splits.validation)) == (2850, 150)
+    for ours, theirs in ((splits.train, upstream["train"]), (splits.validation, upstream["test"])):
+        assert ours.column_names == ["input_ids", "attention_mask", "labels"]
+        first = ours[0]
+        assert all(v.dtype == torch.int64 and v.shape == (128,) for v in first.values())
+        for i in (0, 1, len(ours) // 2, len(ours) - 1):
+            expected = data.encode_pair(tokenizer, theirs[i]["prompt"], theirs[i]["response"], 128)
+            assert {k: v.tolist() for k, v in ours[i].items()} == expected
+    batch = default_data_collator([splits.train[i] for i in range(4)])
+    assert batch["input_ids"].shape == (4, 128)
+
+
+@pytest.mark.slow
+def test_worker_processes_give_the_same_rows_and_name_bad_rows(
+    tiny: TinyAssets, tokenizer: PreTrainedTokenizerBase, tmp_path: Path
+) -> None:
+    raw, _ = data.load_raw_dataset(str(tiny.jsonl), revision="main")
+    assert data.tokenize_processes(64, len(raw)) == min(2, data.available_cores())
+    one = data.tokenize_dataset(raw, tokenizer, 64, num_proc=1)
+    two = data.tokenize_dataset(raw, tokenizer, 64, num_proc=2)
+    assert one[:]["labels"].equal(two[:]["labels"]) and one[:]["input_ids"].equal(two[:]["input_ids"])
+
+    records = raw.to_list()
+    records[2712]["response"] = ""
+    broken = datasets.Dataset.from_list(records)
+    with pytest.raises(ConfigError, match=r"^row 2712: only the final eos token is left to learn"):
+        data.split_and_tokenize(broken, tokenizer, _train_config(tiny, tmp_path, num_proc=2, max_length=64))
+
+
+def test_tokenize_processes_caps() -> None:
+    assert data.tokenize_processes(64, 100) == 1
+    assert data.tokenize_processes(64, 10**6) == data.available_cores()
+    assert data.tokenize_processes(1, 10**6) == 1
+    assert data.tokenize_processes(64, 10**6, streaming=True) == 1
+
+
+# --- collators ---
+
+
+def _faithful_rows(tokenizer: PreTrainedTokenizerBase, pairs: list[tuple[str, str]], max_length: int) -> list:
+    return [
+        {k: torch.tensor(v) for k, v in data.encode_pair(tokenizer, p, r, max_length).items()}
+        for p, r in pairs
+    ]
+
+
+def test_dynamic_padding_trims_to_a_multiple_of_8(tokenizer: PreTrainedTokenizerBase) -> None:
+    pairs = [("What is kalo?", "Kalo is mi."), ("Why?", "Because ren tas vo zu pel dor qui sa ne.")]
+    rows = _faithful_rows(tokenizer, pairs, 100)
+    longest = max(int(r["attention_mask"].sum()) for r in rows)
+    batch = data.dynamic_padding_collator(tokenizer.eos_token_id)(rows)
+    width = -(-longest // 8) * 8
+    assert {k: tuple(v.shape) for k, v in batch.items()} == {k: (2, width) for k in rows[0]}
+    faithful = default_data_collator(rows)
+    for key in batch:
+        assert batch[key].equal(faithful[key][:, :width])
+        assert batch[key].dtype == torch.long
+    assert (faithful["attention_mask"][:, width:] == 0).all()
+
+
+def test_dynamic_padding_never_beyond_the_rows(tokenizer: PreTrainedTokenizerBase) -> None:
+    rows = _faithful_rows(tokenizer, [("Tell me", "kalo " * 200)], 60)  # full row, 60 is no multiple of 8
+    batch = data.dynamic_padding_collator(tokenizer.eos_token_id)(rows)
+    assert batch["input_ids"].shape == (1, 60)
+    unpadded = [
+        {"input_ids": [5, 6, 7], "attention_mask": [1, 1, 1], "labels": [-100, 6, 7]},
+        {"input_ids": [5], "attention_mask": [1], "labels": [5]},
+    ]
+    batch = data.dynamic_padding_collator(pad_token_id=0, multiple_of=2)(unpadded)
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [5, 0, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert batch["labels"].tolist() == [[-100, 6, 7], [5, -100, -100]]
+
+
+def test_dynamic_padding_loss_equals_faithful_loss(
+    tiny: TinyAssets, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    from transformers import GPTJForCausalLM
+
+    model = GPTJForCausalLM.from_pretrained(tiny.model_dir, dtype=torch.float32).eval()
+    synthetic = synthetic_rows(seed=11, rows=16)
+    collate = data.dynamic_padding_collator(data.pad_token_id(tokenizer))
+    trimmed = 0
+    for start in range(0, 16, 8):
+        rows = _faithful_rows(
+            tokenizer, [(r["prompt"], r["response"]) for r in synthetic[start : start + 8]], 256
+        )
+        faithful, dynamic = default_data_collator(rows), collate(rows)
+        trimmed += 256 - dynamic["input_ids"].shape[1]
+        with torch.no_grad():
+            expected = model(**faithful).loss
+            got = model(**dynamic).loss
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    assert trimmed > 0
+
+
+def test_collator_for_padding_modes() -> None:
+    assert data.collator_for("faithful", 0) is default_data_collator
+    rows = [{"input_ids": [1, 2], "attention_mask": [1, 0], "labels": [1, -100]}]
+    assert data.collator_for("dynamic", 0)(rows)["input_ids"].shape == (1, 2)
+    with pytest.raises(ConfigError, match="padding 'packed'"):
+        data.collator_for("packed", 0)
