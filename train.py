@@ -2,7 +2,8 @@
 
     accelerate launch --dynamo_backend=inductor --num_processes=8 --num_machines=1 --machine_rank=0 \
         --deepspeed_multinode_launcher standard --mixed_precision=bf16 --use_deepspeed \
-        --deepspeed_config_file=configs/deepspeed/ds_config_gptj.json train.py --config configs/train/finetune_gptj.yaml
+        --deepspeed_config_file=configs/deepspeed/ds_config_gptj.json \
+        train.py --config configs/train/finetune_gptj.yaml
 
 Options: --config FILE, --set key=value (repeatable), --resume [latest|step_N dir]. The loop is
 `gpt4allj_kit.train.loop`; `gpt4allj-kit train` builds and runs this command for you.

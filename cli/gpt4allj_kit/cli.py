@@ -315,6 +315,147 @@ def _fetch_progress() -> tuple[Any, Any]:
 
 # --- train ------------------------------------------------------------------------------------------
 
+
+@app.command("train")
+def train_cmd(
+    revision: Annotated[
+        str | None, typer.Option("--revision", help="Dataset revision (v1.0, v1.2-jazzy, ...).")
+    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="Training config YAML.")] = None,
+    profile: Annotated[
+        str, typer.Option("--profile", help="full (published recipe) or smoke (tiny, CPU).")
+    ] = "full",
+    num_processes: Annotated[
+        int | None, typer.Option("--num-processes", help="Processes (GPUs); default: detected GPUs.")
+    ] = None,
+    keep_global_batch: Annotated[
+        bool,
+        typer.Option("--keep-global-batch", help="Raise gradient accumulation to keep the global batch 256."),
+    ] = False,
+    resume: Annotated[
+        str | None, typer.Option("--resume", help="Resume: 'latest' or a step_N directory.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the command and hyperparameters only.")
+    ] = False,
+    lora: Annotated[
+        bool, typer.Option("--lora", help="Train a LoRA adapter (peft) instead of all weights.")
+    ] = False,
+    padding: Annotated[
+        str | None, typer.Option("--padding", help="faithful (pad to max_length, default) or dynamic.")
+    ] = None,
+    set_: SetOption = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Launch even when the preflight says it cannot run.")
+    ] = False,
+    launcher: Annotated[
+        str,
+        typer.Option("--launcher", help="local (run here), slurm (sbatch script), accelerate (per host)."),
+    ] = "local",
+    nodes: Annotated[int, typer.Option("--nodes", help="Machines (slurm / accelerate launchers).")] = 1,
+    gpus_per_node: Annotated[
+        int | None, typer.Option("--gpus-per-node", help="Processes per machine.")
+    ] = None,
+    partition: Annotated[str | None, typer.Option("--partition", help="Slurm partition.")] = None,
+    container_image: Annotated[
+        str | None, typer.Option("--container-image", help="Run inside this image (Slurm pyxis).")
+    ] = None,
+    hostfile: Annotated[
+        Path | None, typer.Option("--hostfile", help="Hosts, one per line (first is main).")
+    ] = None,
+    main_process_ip: Annotated[
+        str | None, typer.Option("--main-process-ip", help="Address of machine rank 0.")
+    ] = None,
+    submit: Annotated[bool, typer.Option("--submit", help="Submit the written sbatch script.")] = False,
+) -> None:
+    """Build the documented `accelerate launch ... train.py` command, check this machine, and run it."""
+    from rich.table import Table
+
+    from gpt4allj_kit.errors import ConfigError
+    from gpt4allj_kit.train import launch as train_launch
+
+    if launcher not in ("local", "slurm", "accelerate"):
+        raise ConfigError(f"--launcher {launcher!r}: expected local, slurm or accelerate")
+    if padding is not None and padding not in ("faithful", "dynamic"):
+        raise ConfigError(f"--padding {padding!r}: expected faithful or dynamic")
+    request = train_launch.TrainRequest(
+        revision=revision,
+        config=config,
+        profile=profile,
+        num_processes=gpus_per_node if launcher != "local" and gpus_per_node else num_processes,
+        keep_global_batch=keep_global_batch,
+        resume=resume,
+        lora=lora,
+        padding=padding,
+        sets=list(set_ or []),
+    )
+    plan = train_launch.plan(request)
+    if launcher != "local":
+        _train_on_cluster(
+            plan, launcher, nodes, partition, container_image, hostfile, main_process_ip, submit
+        )
+        return
+    for note in plan.notes:
+        err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+    console.print(plan.shell(), highlight=False, soft_wrap=True, markup=False)
+    if dry_run:
+        table = Table(title=f"effective hyperparameters (profile {plan.profile.name})")
+        table.add_column("setting")
+        table.add_column("value")
+        for key, value in plan.hyper.rows():
+            table.add_row(key, value)
+        console.print(table)
+        return
+    from gpt4allj_kit.train import preflight
+
+    verdict = preflight.check(plan, force=force)
+    for reason in verdict.reasons:
+        err_console.print(f"[yellow]preflight (forced):[/] {reason}", highlight=False, soft_wrap=True)
+    code = train_launch.run(plan)
+    if code:
+        err_console.print(f"[bold red]error:[/] training exited with code {code}", highlight=False)
+        raise typer.Exit(code)
+    console.print(f"training done: {plan.output_dir}")
+
+
+def _train_on_cluster(
+    plan: Any,
+    launcher: str,
+    nodes: int,
+    partition: str | None,
+    container_image: str | None,
+    hostfile: Path | None,
+    main_process_ip: str | None,
+    submit: bool,
+) -> None:
+    """Writes (and with --submit, submits) the multi-node launch; the cluster module builds it."""
+    from gpt4allj_kit import cluster
+
+    request = cluster.ClusterRequest(
+        launcher=launcher,  # type: ignore[arg-type]
+        nodes=nodes,
+        gpus_per_node=plan.hyper.num_processes,
+        partition=partition,
+        container_image=container_image,
+        hostfile=hostfile,
+        main_process_ip=main_process_ip,
+        main_process_port=29500,
+        job_name=f"gpt4allj-{plan.profile.name}",
+        output_dir=plan.output_dir,
+        cpu=plan.launch.cpu,
+    )
+    if launcher == "slurm":
+        script = cluster.write_sbatch(request, plan.launch, plan.train_args)
+        console.print(f"sbatch script: {script}")
+        if submit:
+            console.print(f"submitted Slurm job {cluster.submit(script)}")
+        return
+    script = cluster.write_hostfile_script(request, plan.launch, plan.train_args)
+    for argv in cluster.hostfile_commands(request, plan.launch, plan.train_args):
+        console.print(cluster.shell_command(argv), highlight=False, soft_wrap=True, markup=False)
+    console.print(f"per-host script: {script}")
+
+
 # --- eval -------------------------------------------------------------------------------------------
 
 
@@ -577,6 +718,146 @@ def report_cmd(
 
 
 # --- reproduce / status -----------------------------------------------------------------------------
+
+
+@app.command("reproduce")
+def reproduce_cmd(
+    revision: Annotated[
+        str,
+        typer.Option("--revision", help="GPT4All-J revision: v1.0, v1.1-breezy, v1.2-jazzy, v1.3-groovy."),
+    ] = "v1.2-jazzy",
+    profile: Annotated[
+        str, typer.Option("--profile", help="full (the published recipe) or smoke (tiny, CPU, offline).")
+    ] = "full",
+    skip_train: Annotated[
+        bool, typer.Option("--skip-train", help="Evaluate the published checkpoint of the revision only.")
+    ] = False,
+    baseline: Annotated[
+        bool, typer.Option("--baseline", help="Also evaluate base GPT-J and the published checkpoint.")
+    ] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", help="Run directory (default outputs/reproduce/PROFILE-REVISION)."),
+    ] = None,
+    against: Annotated[
+        str | None, typer.Option("--against", help="Published row to compare with (default: the revision's).")
+    ] = None,
+    fail_on_diff: Annotated[
+        bool, typer.Option("--fail-on-diff", help="Exit 1 when a comparable cell differs beyond 2 stderr.")
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Run even when the doctor says it cannot.")] = False,
+    set_: SetOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """doctor → fetch → train → eval → compare → report, in one resumable run directory."""
+    from gpt4allj_kit import reproduce as pipeline
+
+    request = pipeline.ReproduceRequest(
+        revision=revision,
+        profile=profile,
+        output=output,
+        skip_train=skip_train,
+        baseline=baseline,
+        force=force,
+        against=against,
+        sets=tuple(set_ or ()),
+        command=" ".join(["gpt4allj-kit", *sys.argv[1:]]),
+    )
+    run_dir = request.run_dir()
+    if not json_out:
+        err_console.print(f"run directory: {run_dir}", highlight=False)
+    try:
+        state = _run_with_progress(pipeline, request, quiet=json_out)
+    finally:
+        if not json_out and pipeline.state_path(run_dir).exists():
+            console.print(_stage_table(pipeline.load_state(run_dir), run_dir))
+    if json_out:
+        console.print_json(state.model_dump_json())
+    else:
+        console.print(f"report: {run_dir / pipeline.REPORT_DIR / 'report.html'}", highlight=False)
+    if fail_on_diff and pipeline.differs(run_dir):
+        raise typer.Exit(int(ExitCode.RESULTS_DIFFER))
+
+
+def _run_with_progress(pipeline: Any, request: Any, *, quiet: bool) -> Any:
+    """Runs the pipeline with a live progress bar per stage on a terminal, plain lines otherwise."""
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    if quiet:
+        return pipeline.reproduce(request)
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.fields[stage]:<8}[/]"),
+        BarColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+        disable=not err_console.is_terminal,
+    )
+    tasks: dict[str, Any] = {}
+
+    def started(name: str) -> None:
+        tasks[name] = progress.add_task("", stage=name, total=None)
+        if not err_console.is_terminal:
+            err_console.print(f"[{name}] started", highlight=False)
+
+    def ended(name: str, state: Any) -> None:
+        record = state.stage(name)
+        progress.remove_task(tasks.pop(name))
+        err_console.print(
+            f"[{name}] {record.status} in {record.seconds or 0:.0f}s"
+            + (f": {record.key}" if record.key else "")
+            + (f" ({record.detail})" if record.detail and record.status == "failed" else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    def advance(message: str, done: float | None, total: float | None) -> None:
+        if not tasks:
+            return
+        task = next(reversed(tasks.values()))
+        progress.update(task, description=message[-60:], completed=done or 0, total=total)
+
+    with progress:
+        return pipeline.reproduce(
+            request, pipeline.Hooks(stage_started=started, stage_ended=ended, progress=advance)
+        )
+
+
+def _stage_table(state: Any, run_dir: Path) -> Any:
+    from rich.table import Table
+
+    table = Table(title=f"{state.profile} reproduction of {state.revision}")
+    for column in ("stage", "status", "time", "key number", "path"):
+        table.add_column(column)
+    colours = {"done": "green", "skipped": "cyan", "failed": "red", "interrupted": "red", "running": "yellow"}
+    for record in state.stages.values():
+        colour = colours.get(record.status, "white")
+        seconds = f"{record.seconds:.0f}s" if record.seconds is not None else ""
+        where = record.path or ""
+        with_root = Path(where)
+        shown = str(with_root.relative_to(run_dir)) if where and with_root.is_relative_to(run_dir) else where
+        table.add_row(record.name, f"[{colour}]{record.status}[/]", seconds, record.key or "", shown)
+    return table
+
+
+@app.command("status")
+def status_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A reproduction run directory.")],
+    json_out: JsonOption = False,
+) -> None:
+    """Show each stage of a reproduction run: status, time, key number, path."""
+    from gpt4allj_kit.runstate import load_state
+
+    state = load_state(run_dir.resolve())
+    if json_out:
+        console.print_json(state.model_dump_json())
+        return
+    console.print(_stage_table(state, run_dir.resolve()))
+    for record in state.stages.values():
+        if record.status in ("failed", "interrupted") and record.detail:
+            err_console.print(f"[red]{record.name}:[/] {record.detail}", highlight=False, soft_wrap=True)
 
 
 def _deepspeed_logs_to_stderr() -> None:

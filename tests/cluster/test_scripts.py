@@ -45,14 +45,19 @@ def _executable(path: Path, text: str) -> Path:
 
 
 @pytest.fixture
-def fake_tools(tmp_path: Path) -> dict[str, str]:
-    """PATH with the srun/scontrol/accelerate stand-ins first; FAKE_LOG receives what they saw."""
+def fake_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """PATH with the srun/scontrol/accelerate stand-ins first; FAKE_LOG receives what they saw.
+
+    The scripts put the kit's environment first on PATH; here that is the stand-ins' folder, so that no
+    real training starts.
+    """
     bin_dir, log = tmp_path / "fake-bin", tmp_path / "fake-log"
     bin_dir.mkdir()
     log.mkdir()
     _executable(bin_dir / "srun", FAKE_SRUN)
     _executable(bin_dir / "scontrol", FAKE_SCONTROL)
     _executable(bin_dir / "accelerate", FAKE_ACCELERATE.replace("python3", sys.executable, 1))
+    monkeypatch.setattr(cluster, "environment_bin", lambda: bin_dir)
     return {
         "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
         "FAKE_LOG": str(log),
@@ -236,6 +241,7 @@ def test_sbatch_script_launches_accelerate_per_node_with_the_multinode_flags(
 ) -> None:
     train_args = ["--config", "configs/train/finetune_gptj.yaml"]
     script = cluster.sbatch_script(_request(tmp_path), _full_launch(), train_args)
+    assert f'export PATH={cluster.environment_bin()}:"$PATH"' in script  # the kit's accelerate
     result = _run(script, tmp_path, {**fake_tools, "FAKE_NODES": "2"})
     assert result.returncode == 0, result.stderr
     log = Path(fake_tools["FAKE_LOG"])
@@ -295,7 +301,7 @@ def test_hostfile_and_nodes_must_agree(tmp_path: Path) -> None:
     hostfile = tmp_path / "hosts"
     hostfile.write_text("alpha\nbeta\n")
     request = _request(tmp_path, launcher="accelerate", nodes=3, hostfile=hostfile)
-    with pytest.raises(ConfigError, match="has 2 hosts"):
+    with pytest.raises(ConfigError, match="lists 2 hosts"):
         cluster.hostfile_commands(request, _full_launch(), [])
     with pytest.raises(ConfigError, match="needs --hostfile"):
         cluster.hostfile_commands(_request(tmp_path, launcher="accelerate"), _full_launch(), [])

@@ -114,12 +114,17 @@ def test_a_failing_job_is_one_line_naming_the_job(slurm: Any, tmp_path: Path) ->
 
 @pytest.mark.slow
 def test_smoke_training_through_slurm(slurm: Any, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    """Two CPU processes of the smoke training, launched through srun by the generated sbatch script."""
+    """Two CPU processes of the smoke training, launched through srun by the generated sbatch script.
+
+    DDP rather than the profile's DeepSpeed: this proves the cluster path (sbatch, srun, rank, main node,
+    environment); DeepSpeed on CPU is the training stage's tests' job and costs minutes of op compilation.
+    """
     pytest.importorskip("gpt4allj_kit.train.launch", reason="the training launcher is not there yet")
     from gpt4allj_kit.config import load_profile
 
     tiny = request.getfixturevalue("tiny")
     profile = load_profile("smoke")
+    launch = profile.launch.model_copy(update={"use_deepspeed": False})
     train_dir = tmp_path / "train"
     sets = {
         **profile.train,
@@ -127,16 +132,19 @@ def test_smoke_training_through_slurm(slurm: Any, tmp_path: Path, request: pytes
         "tokenizer_name": tiny.tokenizer_dir,
         "dataset_path": tiny.jsonl,
         "output_dir": train_dir,
-        "max_steps": 4,
+        "max_steps": 2,
         "eval_every": 2,
-        "eval_steps": 2,
+        "eval_steps": 1,
         "save_every": 2,
     }
     train_args = ["--config", "configs/train/finetune_gptj.yaml"]
     train_args += [token for key, value in sets.items() for token in ("--set", f"{key}={value}")]
     job = _request(tmp_path / "job")
-    script = cluster.write_sbatch(job, profile.launch, train_args)
-    assert "export ACCELERATE_USE_CPU=1" in script.read_text()
+    script = cluster.write_sbatch(job, launch, train_args)
+    text = script.read_text()
+    assert "export ACCELERATE_USE_CPU=1" in text  # with --multi_gpu: two gloo processes, not one
+    assert "--multi_gpu" in text
+    assert "#SBATCH --cpus-per-task=2" in text
     try:
         job_id = cluster.submit(script, wait=True)
     except cluster.JobFailed:
@@ -146,7 +154,7 @@ def test_smoke_training_through_slurm(slurm: Any, tmp_path: Path, request: pytes
     assert f"main process on {slurm.node}" in log
     assert (train_dir / "final" / "model.safetensors").is_file()
     metrics = [json.loads(line) for line in (train_dir / "metrics.jsonl").read_text().splitlines()]
-    assert max(m["step"] for m in metrics) == 4
+    assert max(m["step"] for m in metrics) == 2
     assert any("val_loss" in m for m in metrics)
     manifest = json.loads((train_dir / "manifest.json").read_text())
-    assert manifest
+    assert manifest["accelerate"]["num_processes"] == 2

@@ -47,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         config = load_train_config(args.config, args.set)
-        train(config, resume=args.resume, command=[sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
+        train(
+            config, resume=args.resume, command=[sys.argv[0], *(argv if argv is not None else sys.argv[1:])]
+        )
     except KitError as exc:
         print(f"error: {exc.message}", file=sys.stderr, flush=True)
         return int(exc.exit_code)
@@ -159,7 +161,9 @@ def load_model(path: Path, config: TrainConfig) -> Any:
         if config.gradient_checkpointing:
             model.enable_input_require_grads()
         # Upstream's LoRA settings.
-        lora = LoraConfig(task_type=TaskType.CAUSAL_LM, inference_mode=False, r=8, lora_alpha=32, lora_dropout=0.1)
+        lora = LoraConfig(
+            task_type=TaskType.CAUSAL_LM, inference_mode=False, r=8, lora_alpha=32, lora_dropout=0.1
+        )
         model = get_peft_model(model, lora)
     return model
 
@@ -256,7 +260,9 @@ class RunInfo:
     resumed_from: str | None = None
 
 
-def train(config: TrainConfig, *, resume: str | None = None, command: list[str] | None = None) -> TrainerState:
+def train(
+    config: TrainConfig, *, resume: str | None = None, command: list[str] | None = None
+) -> TrainerState:
     import torch
     from accelerate.utils import set_seed
 
@@ -271,7 +277,9 @@ def train(config: TrainConfig, *, resume: str | None = None, command: list[str] 
     info = RunInfo()
 
     with accelerator.main_process_first():
-        tokenizer_path, info.assets["tokenizer"] = resolve_source(config.tokenizer_name, config.model_revision)
+        tokenizer_path, info.assets["tokenizer"] = resolve_source(
+            config.tokenizer_name, config.model_revision
+        )
         model_path, info.assets["model"] = resolve_source(config.model_name, config.model_revision)
         tokenizer = load_tokenizer(tokenizer_path, config)
         raw, info.assets["data"] = data.load_raw_dataset(config.dataset_path, revision=config.revision)
@@ -280,6 +288,8 @@ def train(config: TrainConfig, *, resume: str | None = None, command: list[str] 
     train_loader, val_loader = make_loaders(splits, config, data.pad_token_id(tokenizer))
 
     ds_config = deepspeed_config(accelerator)
+    optim.fill_weight_decay(ds_config)
+    optim.use_torch_adam_on_cpu(ds_config)
     optimizer = optim.build_optimizer(
         [p for p in model.parameters() if p.requires_grad],
         lr=config.lr,
@@ -335,7 +345,7 @@ def train(config: TrainConfig, *, resume: str | None = None, command: list[str] 
                 loss = model(**batch).loss
                 meter.add(loss, batch)
                 lr = current_lr(optimizer)  # the rate this step uses; DeepSpeed steps inside backward
-                # accelerate divides by the accumulation steps (DeepSpeed's engine does it itself): never here.
+                # accelerate divides by the accumulation steps (DeepSpeed's engine itself): never here.
                 accelerator.backward(loss)
                 clipped = None
                 if accelerator.sync_gradients and not uses_deepspeed:
@@ -350,7 +360,9 @@ def train(config: TrainConfig, *, resume: str | None = None, command: list[str] 
             state.step += 1
             state.batches_done = index + 1
             step_loss = accelerator.reduce(torch.stack(meter.losses).mean(), "mean")
-            counts = accelerator.reduce(torch.tensor([meter.tokens, meter.nonpad_tokens], device=loss.device), "sum")
+            counts = accelerator.reduce(
+                torch.tensor([meter.tokens, meter.nonpad_tokens], device=loss.device), "sum"
+            )
             seconds = max(time.perf_counter() - step_clock, 1e-9)
             state.tokens += int(counts[0])
             state.nonpad_tokens += int(counts[1])
@@ -366,8 +378,12 @@ def train(config: TrainConfig, *, resume: str | None = None, command: list[str] 
                     "nonpad_tokens_per_s": float(counts[1]) / seconds,
                 }
             )
-            if state.step % config.eval_every == 0:
-                log({"step": state.step, "epoch": epoch, "val_loss": evaluate(accelerator, model, val_loader)})
+            if state.step % config.eval_every == 0 and state.batches_done < len(
+                train_loader
+            ):  # epoch end evaluates below
+                log(
+                    {"step": state.step, "epoch": epoch, "val_loss": evaluate(accelerator, model, val_loader)}
+                )
             if state.step % config.save_every == 0:
                 checkpoint.save_state(accelerator, output_dir / f"step_{state.step}", state)
             if kill_after and state.step == kill_after:
@@ -379,7 +395,9 @@ def train(config: TrainConfig, *, resume: str | None = None, command: list[str] 
         epoch_finished = state.batches_done >= len(train_loader)
         if epoch_finished:
             state.epoch, state.batches_done = epoch + 1, 0
-            log({"step": state.step, "epoch": epoch + 1, "val_loss": evaluate(accelerator, model, val_loader)})
+            log(
+                {"step": state.step, "epoch": epoch + 1, "val_loss": evaluate(accelerator, model, val_loader)}
+            )
             target = output_dir / f"epoch_{epoch + 1}"
             info.saved[target.name] = checkpoint.save_weights(accelerator, model, tokenizer, target)
         elif state.step >= total_steps:
@@ -452,6 +470,8 @@ def write_run_manifest(
         "dynamo_backend": str(acc_state.dynamo_plugin.backend.value),
         "dynamo_backend_from_launcher_argv": dynamo_from_launcher,
         "compiled": compiled(model),
+        # DeepSpeed's own count of optimizer steps: equals the kit's when accumulation is handled right.
+        "deepspeed_global_steps": getattr(model, "global_steps", None),
         "launcher_env": {k: v for k, v in os.environ.items() if k.startswith("ACCELERATE_")},
     }
     seconds = max(state.train_seconds, 1e-9)

@@ -21,12 +21,14 @@ def warmup_constant_lr(scheduler_steps: int, *, lr: float, min_lr: float, warmup
     """The learning rate after `scheduler_steps` scheduler steps, as DeepSpeed's linear WarmupLR gives it.
 
     WarmupLR starts at iteration -1 (lr = min_lr) and its k-th step sets iteration k-1, so the first two
-    optimizer steps both run at min_lr and the full lr is reached after warmup_steps + 1 steps.
+    optimizer steps both run at min_lr and the full lr is reached after warmup_steps + 1 steps. It also
+    warms up over at least 2 steps (`max(2, warmup_num_steps)`), which is mirrored too.
     """
     if scheduler_steps <= 0:
         return min_lr
     iteration = scheduler_steps - 1
-    gamma = iteration / warmup_steps if iteration < warmup_steps else 1.0
+    warmup = max(2, warmup_steps)
+    gamma = iteration / warmup if iteration < warmup else 1.0
     return min_lr + (lr - min_lr) * gamma
 
 
@@ -36,6 +38,38 @@ def uses_deepspeed_optimizer(ds_config: dict[str, Any] | None) -> bool:
 
 def uses_deepspeed_scheduler(ds_config: dict[str, Any] | None) -> bool:
     return bool(ds_config and "scheduler" in ds_config)
+
+
+def fill_weight_decay(ds_config: dict[str, Any] | None) -> None:
+    """Lets the config's weight_decay reach DeepSpeed's optimizer (upstream's JSON silently dropped it).
+
+    accelerate fills only "auto" values, and the recipe's JSON has no weight_decay, so DeepSpeed used its
+    optimizer's default whatever the YAML said. Marking it "auto" makes `DummyOptim(weight_decay=...)` count.
+    With the recipe's 0.0 the result is what upstream ran (FusedAdam's default is 0.0 too).
+    """
+    if uses_deepspeed_optimizer(ds_config):
+        params = ds_config["optimizer"].setdefault("params", {})  # type: ignore[index]
+        params.setdefault("weight_decay", "auto")
+
+
+def use_torch_adam_on_cpu(ds_config: dict[str, Any] | None) -> bool:
+    """On a CPU, DeepSpeed's Adam runs as torch's AdamW instead of its JIT-built FusedAdam.
+
+    The update is the same AdamW; the build takes 2.5 to 8 minutes of g++ on a small shared CPU machine,
+    which the smoke profile and the tests cannot afford. GPUs keep the recipe's FusedAdam. Returns whether
+    the config was changed (the manifest records the optimizer class that ran).
+    """
+    import torch
+
+    if torch.cuda.is_available() or not uses_deepspeed_optimizer(ds_config):
+        return False
+    optimizer = ds_config["optimizer"]  # type: ignore[index]
+    if str(optimizer.get("type", "")).lower() not in ("adam", "adamw"):
+        return False
+    params = optimizer.setdefault("params", {})
+    changed = "torch_adam" not in params
+    params.setdefault("torch_adam", True)
+    return changed
 
 
 def adam_settings(ds_config: dict[str, Any] | None) -> tuple[tuple[float, float], float]:
@@ -49,7 +83,7 @@ def adam_settings(ds_config: dict[str, Any] | None) -> tuple[tuple[float, float]
 def build_optimizer(
     parameters: Any, *, lr: float, weight_decay: float, ds_config: dict[str, Any] | None
 ) -> torch.optim.Optimizer:
-    """DeepSpeed's AdamW (through DummyOptim) when the JSON asks for it, else torch AdamW with its settings."""
+    """DeepSpeed's AdamW (through DummyOptim) when the JSON asks for it, else torch AdamW alike."""
     if uses_deepspeed_optimizer(ds_config):
         from accelerate.utils import DummyOptim
 

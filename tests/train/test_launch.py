@@ -1,0 +1,179 @@
+"""The command, the dry run, the schedule and config checks: fast, nothing is launched."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from gpt4allj_kit import paths
+from gpt4allj_kit.config import LaunchConfig, load_profile
+from gpt4allj_kit.errors import ConfigError
+from gpt4allj_kit.train import checkpoint, launch, optim
+from gpt4allj_kit.train.loop import launcher_dynamo_backend
+
+DOCUMENTED = (
+    "accelerate launch --dynamo_backend=inductor --num_processes=8 --num_machines=1 --machine_rank=0 "
+    "--deepspeed_multinode_launcher standard --mixed_precision=bf16 --use_deepspeed "
+    "--deepspeed_config_file=configs/deepspeed/ds_config_gptj.json train.py --config "
+    "configs/train/finetune_gptj.yaml"
+)
+
+
+def kit(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gpt4allj_kit.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+    )
+
+
+def test_full_profile_builds_the_documented_command() -> None:
+    argv = launch.accelerate_command(
+        load_profile("full").launch, ["--config", "configs/train/finetune_gptj.yaml"], num_processes=8
+    )
+    assert " ".join(argv) == DOCUMENTED
+
+
+def test_cpu_launch_without_deepspeed_uses_multi_gpu_and_env() -> None:
+    cpu = LaunchConfig(cpu=True, use_deepspeed=False, dynamo_backend="no", mixed_precision="no")
+    argv = launch.accelerate_command(cpu, [], num_processes=2)
+    assert "--multi_gpu" in argv and "--cpu" not in argv
+    assert launch.launch_env(cpu) == {"ACCELERATE_USE_CPU": "1"}
+    # DeepSpeed must not see ACCELERATE_USE_CPU: accelerate would silently run plain MULTI_CPU instead.
+    deepspeed_cpu = cpu.model_copy(update={"use_deepspeed": True})
+    assert "ACCELERATE_USE_CPU" not in launch.launch_env(deepspeed_cpu)
+    assert "--multi_gpu" not in launch.accelerate_command(deepspeed_cpu, [], num_processes=2)
+
+
+def test_launcher_dynamo_backend_is_read_from_the_accelerate_argv() -> None:
+    parent = ["/venv/bin/python", "/venv/bin/accelerate", "launch", "--dynamo_backend=inductor", "train.py"]
+    assert launcher_dynamo_backend([["python", "-u", "train.py"], parent]) == "inductor"
+    assert launcher_dynamo_backend([["accelerate", "launch", "--dynamo_backend", "eager", "x.py"]]) == "eager"
+    assert launcher_dynamo_backend([["python", "train.py", "--dynamo_backend=inductor"]]) is None
+
+
+@pytest.mark.parametrize("warmup", [1, 3, 500])
+def test_torch_schedule_equals_deepspeed_warmup_lr(warmup: int) -> None:
+    from deepspeed.runtime.lr_schedules import WarmupLR
+
+    lr = 2e-5
+    ours = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    theirs = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    schedule = optim.build_scheduler(ours, lr=lr, min_lr=0.0, warmup_steps=warmup, ds_config=None)
+    # The recipe's JSON: warmup_min_lr 0, warmup_type linear.
+    reference = WarmupLR(
+        theirs, warmup_min_lr=0, warmup_max_lr=lr, warmup_num_steps=warmup, warmup_type="linear"
+    )
+    for _ in range(warmup + 5):
+        assert ours.param_groups[0]["lr"] == pytest.approx(theirs.param_groups[0]["lr"], abs=1e-15)
+        ours.step()
+        theirs.step()
+        schedule.step()
+        reference.step()
+
+
+def test_deepspeed_optimizer_gets_the_config_weight_decay() -> None:
+    import json
+
+    ds = json.loads(paths.default_deepspeed_config().read_text())
+    assert "weight_decay" not in ds["optimizer"]["params"]
+    optim.fill_weight_decay(ds)
+    assert ds["optimizer"]["params"]["weight_decay"] == "auto"
+
+
+def test_resume_rejects_missing_states(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no saved state"):
+        checkpoint.resolve_resume("latest", tmp_path)
+    with pytest.raises(ConfigError, match="not a saved training state"):
+        checkpoint.resolve_resume(str(tmp_path), tmp_path)
+    for step in (2, 10):
+        (tmp_path / f"step_{step}").mkdir()
+        (tmp_path / f"step_{step}" / checkpoint.STATE_FILE).write_text("{}")
+    (tmp_path / "step_12").mkdir()  # incomplete: no trainer state
+    assert checkpoint.resolve_resume("latest", tmp_path).name == "step_10"
+
+
+def test_dry_run_smoke_prints_command_and_hyperparameters(tmp_path: Path) -> None:
+    sets = ["--set", "num_epochs=3", "--set", "batch_size=4"]  # independent of the profile's own values
+    result = kit("train", "--profile", "smoke", "--dry-run", *sets, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = " ".join(result.stdout.split())
+    deepspeed = load_profile("smoke").launch.use_deepspeed
+    assert "accelerate launch" in out and "train.py --config" in out
+    assert ("--use_deepspeed" in out) is deepspeed and ("--multi_gpu" in out) is not deepspeed
+    assert "--set num_epochs=3" in out
+    assert f"output_dir={tmp_path / 'outputs' / 'smoke'}" in out
+    # 3000 synthetic rows, 150 held out; 4 per process x 2 processes -> 357 steps per epoch.
+    for label, value in [("global batch", "8"), ("gradient accumulation", "1"), ("steps per epoch", "357"),
+                         ("total optimizer steps", "1071"),
+                         ("ZeRO stage", "2" if deepspeed else r"none \(DDP\)")]:  # fmt: skip
+        assert re.search(rf"{label}\s*│\s*{value}\s*│", result.stdout), label
+    assert "WarmupLR" in out and "AdamW" in out  # DeepSpeed's, or the torch LambdaLR equal to it
+
+
+def test_dry_run_keep_global_batch_raises_accumulation() -> None:
+    result = kit("train", "--revision", "v1.0", "--num-processes", "2", "--keep-global-batch", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "gradient accumulation 1 -> 4" in " ".join(result.stderr.split())
+    assert "--set gradient_accumulation_steps=4" in result.stdout
+    assert "--set revision=v1.0" in result.stdout
+    assert "--num_processes=2" in result.stdout
+    assert re.search(r"global batch\s*│\s*256\s*│", result.stdout)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "dataset_path=# CHANGE"], "dataset_path"),
+        (["--set", "lr=fast"], "lr"),
+        (["--set", "learning_rate=1"], "unknown key"),
+        (["--profile", "nope"], "unknown profile"),
+        (["--padding", "sometimes"], "--padding"),
+        (["--resume", "latest", "--set", "output_dir=/nonexistent/run"], "no saved state"),
+    ],
+)
+def test_bad_configs_are_rejected_before_launch(args: list[str], message: str) -> None:
+    result = kit("train", "--profile", "smoke", *args) if "--profile" not in args else kit("train", *args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "accelerate launch" not in result.stdout
+
+
+def test_placeholder_config_file_is_rejected(tmp_path: Path) -> None:
+    text = (
+        paths.default_train_config()
+        .read_text()
+        .replace('output_dir: "outputs/finetune_gptj"', "output_dir: # CHANGE")
+    )
+    config = tmp_path / "finetune.yaml"
+    config.write_text(text)
+    result = kit("train", "--config", str(config), "--dry-run")
+    assert result.returncode == 2
+    assert "output_dir" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_full_profile_fails_preflight_on_a_cpu_machine() -> None:
+    result = kit("train", "--revision", "v1.2-jazzy")
+    assert result.returncode == 3, result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "preflight" in errors[0] and "--force" in errors[0]
+    assert "no CUDA GPU" in errors[0] and "Traceback" not in result.stderr
+
+
+def test_root_train_py_rejects_a_bad_config_with_one_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "train.py", "--config", "configs/train/finetune_gptj.yaml", "--set", "batch_size=0"],
+        cwd=paths.project_root(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "batch_size" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,197 @@
+"""Real 2-process CPU training runs: DDP and DeepSpeed ZeRO-2, step counts, resume after SIGKILL, LoRA."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+pytestmark = pytest.mark.slow
+
+TRAIN_ROWS = 40 - math.ceil(40 * 0.05)  # the 5% validation split
+BATCHES_PER_EPOCH = math.ceil(TRAIN_ROWS / (4 * 2))  # per process: batch 4, 2 processes
+
+
+def assert_bit_identical(a: Path, b: Path) -> None:
+    left, right = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert left.keys() == right.keys()
+    for name in left:
+        assert left[name].dtype == right[name].dtype, name
+        assert torch.equal(left[name], right[name]), f"{name} differs"
+
+
+def test_ddp_run_trains_and_saves(ddp_reference) -> None:
+    out = ddp_reference.output_dir
+    train = ddp_reference.train_metrics()
+    assert [m["step"] for m in train] == list(range(1, 2 * BATCHES_PER_EPOCH + 1))
+    assert train[-1]["train_loss"] < train[0]["train_loss"] - 0.3
+    val = [m["val_loss"] for m in ddp_reference.metrics() if "val_loss" in m]
+    assert val[-1] < val[0]
+    for key in (
+        "step",
+        "epoch",
+        "train_loss",
+        "lr",
+        "grad_norm",
+        "tokens_per_s",
+        "nonpad_tokens_per_s",
+        "time",
+    ):
+        assert key in train[-1]
+    assert {"epoch_1", "epoch_2", "final", "step_3", "step_6", "step_9"} <= {p.name for p in out.iterdir()}
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".tmp-")]
+    manifest = ddp_reference.manifest()
+    assert manifest["stage"] == "train"
+    assert manifest["accelerate"]["distributed_type"] == "DistributedType.MULTI_CPU"
+    assert manifest["accelerate"]["num_processes"] == 2
+    assert manifest["steps"] == {"steps_per_epoch": 5, "total_steps": 10, "completed": 10}
+    assert manifest["saved_weights_dtype"] == "float32"
+    assert manifest["assets"]["data"]["rows"] == 40
+    assert manifest["optimizer"]["class"] == "torch.optim.adamw.AdamW"
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(out / "final")
+    assert AutoTokenizer.from_pretrained(out / "final").eos_token == "<|endoftext|>"
+    assert (out / "final" / "model.safetensors").is_file()
+    assert model.config.model_type == "gptj"
+
+
+def test_ddp_lr_schedule_is_deepspeed_warmup(ddp_reference) -> None:
+    from gpt4allj_kit.train.optim import warmup_constant_lr
+
+    lrs = [m["lr"] for m in ddp_reference.train_metrics()]
+    expected = [warmup_constant_lr(k, lr=1e-3, min_lr=0.0, warmup_steps=2) for k in range(len(lrs))]
+    assert lrs == pytest.approx(expected)
+
+
+def test_deepspeed_run_counts_steps_compiles_and_saves_bf16(deepspeed_reference) -> None:
+    manifest = deepspeed_reference.manifest()
+    settings = manifest["accelerate"]
+    steps_per_epoch = math.ceil(BATCHES_PER_EPOCH / 2)
+    assert settings["distributed_type"] == "DistributedType.DEEPSPEED"
+    assert settings["gradient_accumulation_steps"] == 2
+    # The optimizer stepped once per 2 micro-batches (plus the epoch's last odd one), not every micro-batch.
+    assert settings["deepspeed_global_steps"] == steps_per_epoch * 2 == manifest["steps"]["completed"]
+    # The documented --dynamo_backend=inductor applies under --use_deepspeed (recovered from the launcher).
+    assert settings["dynamo_backend"] == "INDUCTOR"
+    assert settings["dynamo_backend_from_launcher_argv"] == "inductor"
+    assert settings["compiled"] is True
+    assert manifest["deepspeed"]["zero_optimization"]["stage"] == 2
+    assert manifest["deepspeed"]["gradient_accumulation_steps"] == 2
+    assert manifest["deepspeed"]["train_batch_size"] == 4 * 2 * 2
+    assert manifest["optimizer"]["weight_decay"] == 0.0
+    assert manifest["deepspeed"]["optimizer"]["params"]["torch_adam"] is True  # CPU: no FusedAdam build
+    assert manifest["deepspeed"]["optimizer"]["params"]["betas"] == [0.9, 0.999]
+    assert manifest["saved_weights_dtype"] == "bfloat16"
+    train = deepspeed_reference.train_metrics()
+    assert [m["step"] for m in train] == list(range(1, steps_per_epoch * 2 + 1))
+    assert train[-1]["train_loss"] < train[0]["train_loss"] - 0.3
+
+
+def test_deepspeed_loss_is_not_divided_twice(deepspeed_reference, tiny, train_data) -> None:
+    """Step 1's gradient norm equals the norm of the mean loss of its 4 micro-batches, computed here.
+
+    DeepSpeed divides each micro-batch loss by the accumulation steps itself; a loop that divided too
+    would log half this norm.
+    """
+    from gpt4allj_kit import data
+    from gpt4allj_kit.config import load_train_config
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    config = load_train_config(
+        None,
+        {"model_name": str(tiny.model_dir), "tokenizer_name": str(tiny.tokenizer_dir),
+         "dataset_path": str(train_data), "max_length": 64, "batch_size": 4, "num_proc": 1,
+         "output_dir": "unused"},
+    )  # fmt: skip
+    tokenizer = AutoTokenizer.from_pretrained(tiny.tokenizer_dir)
+    raw, _ = data.load_raw_dataset(str(train_data), revision="unused")
+    train = data.split_and_tokenize(raw, tokenizer, config).train
+    model = AutoModelForCausalLM.from_pretrained(tiny.model_dir)
+    # Unshuffled: micro-batches of 4 rows go to process 0, 1, 0, 1 over the first 16 rows.
+    losses = [model(**{k: v for k, v in train[i : i + 4].items()}).loss for i in range(0, 16, 4)]
+    torch.stack(losses).mean().backward()
+    norm = torch.norm(torch.stack([p.grad.norm() for p in model.parameters() if p.grad is not None]))
+    logged = deepspeed_reference.train_metrics()[0]["grad_norm"]
+    assert logged == pytest.approx(float(norm), rel=0.05)  # bf16 autocast
+
+
+@pytest.mark.parametrize("backend", ["ddp", "deepspeed"])
+def test_resume_after_sigkill_is_bit_identical(
+    backend, request, launch_train, tmp_path: Path, ddp_reference, deepspeed_reference
+) -> None:
+    """SIGKILL both processes mid-epoch (after a saved state), resume, and end with the same weights."""
+    if backend == "ddp":
+        reference = ddp_reference
+        kwargs = {"deepspeed": False, "sets": {"shuffle": True}}
+        kill_after, resumed_from = 4, "step_3"
+    else:
+        reference = deepspeed_reference
+        kwargs = {
+            "deepspeed": True,
+            "precision": "bf16",
+            "dynamo": "inductor",
+            "sets": {"gradient_accumulation_steps": 2, "save_every": 2},
+        }
+        kill_after, resumed_from = 5, "step_4"
+    out = tmp_path / "out"
+    killed = launch_train(out, kill_after_step=kill_after, **kwargs)
+    assert killed.returncode != 0
+    assert (out / resumed_from).is_dir() and not (out / "final").exists()
+    assert max(m["step"] for m in killed.train_metrics()) == kill_after
+
+    resumed = launch_train(out, resume="latest", **kwargs)
+    assert resumed.returncode == 0, resumed.log[-4000:]
+    assert resumed.manifest()["resumed_from"].endswith(resumed_from)
+    assert_bit_identical(out / "final", reference.output_dir / "final")
+    # metrics.jsonl holds each step once, with the reference run's losses.
+    ours = [(m["step"], m["train_loss"]) for m in resumed.train_metrics()]
+    theirs = [(m["step"], m["train_loss"]) for m in reference.train_metrics()]
+    assert ours == theirs
+
+
+def test_lora_run_saves_an_adapter_that_loads(launch_train, tmp_path: Path, tiny) -> None:
+    out = tmp_path / "out"
+    run = launch_train(
+        out, deepspeed=False, sets={"lora": True, "num_epochs": 1, "max_steps": 3, "warmup_steps": 0}
+    )
+    assert run.returncode == 0, run.log[-4000:]
+    final = out / "final"
+    assert (final / "adapter_config.json").is_file()
+    assert (final / "adapter_model.safetensors").is_file()
+    assert not (final / "model.safetensors").exists()
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny.model_dir), final)
+    lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
+    assert lora_b and any(p.abs().sum() > 0 for p in lora_b)  # trained: B starts at zero
+
+
+def test_cli_runs_the_smoke_command_and_propagates_its_exit_code(tmp_path: Path) -> None:
+    """`gpt4allj-kit train --profile smoke` prints the command, streams the launch, returns its failure."""
+    import os
+    import subprocess
+    import sys
+
+    from gpt4allj_kit.train.loop import KILL_AFTER_STEP_ENV
+
+    env = {**os.environ, KILL_AFTER_STEP_ENV: "1", "TMPDIR": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "gpt4allj_kit.cli", "train", "--profile", "smoke", "--set", "max_steps=3"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode not in (0, 2, 3), result.stderr[-3000:]
+    first = result.stdout.splitlines()[0]
+    assert "accelerate launch" in first and "--num_processes=2" in first and "train.py --config" in first
+    assert "training exited with code" in result.stderr
+    assert (tmp_path / "outputs" / "smoke" / "metrics.jsonl").is_file()
