@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from gpt4allj_kit import __version__
+from gpt4allj_kit import __version__, paths
 from gpt4allj_kit.errors import ExitCode, KitError
 
 app = typer.Typer(
@@ -211,8 +211,6 @@ def assets_cmd(
 
 # --- fetch ------------------------------------------------------------------------------------------
 
-LOCK_FILE = "gpt4allj-kit.lock.json"  # hub.LOCK_NAME; the hub module is imported only when fetching
-
 
 @app.command("fetch")
 def fetch_cmd(
@@ -227,7 +225,9 @@ def fetch_cmd(
     cache_dir: Annotated[
         Path | None, typer.Option("--cache-dir", help="Hub cache (default: HF_HUB_CACHE, else HF_HOME/hub).")
     ] = None,
-    lock: Annotated[Path, typer.Option("--lock", help="Lock file to read and update.")] = Path(LOCK_FILE),
+    lock: Annotated[Path, typer.Option("--lock", help="Lock file to read and update.")] = Path(
+        paths.LOCK_NAME
+    ),
     locked: Annotated[
         bool, typer.Option("--locked", help="Refuse if a revision moved or a file differs from the lock.")
     ] = False,
@@ -800,7 +800,7 @@ def _run_with_progress(pipeline: Any, request: Any, *, quiet: bool) -> Any:
     def started(name: str) -> None:
         tasks[name] = progress.add_task("", stage=name, total=None)
         if not err_console.is_terminal:
-            err_console.print(f"[{name}] started", highlight=False)
+            err_console.print(f"[{name}] started", highlight=False, markup=False)
 
     def ended(name: str, state: Any) -> None:
         record = state.stage(name)
@@ -810,6 +810,7 @@ def _run_with_progress(pipeline: Any, request: Any, *, quiet: bool) -> Any:
             + (f": {record.key}" if record.key else "")
             + (f" ({record.detail})" if record.detail and record.status == "failed" else ""),
             highlight=False,
+            markup=False,
             soft_wrap=True,
         )
 
@@ -879,9 +880,20 @@ def _deepspeed_logs_to_stderr() -> None:
     logger.addHandler = add_to_stderr  # type: ignore[method-assign]
 
 
+def _interrupt_on_sigterm() -> None:
+    """`docker stop` and schedulers send SIGTERM: treat it as Ctrl-C so launched training is stopped too."""
+    import signal
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def main() -> None:
     """Console-script entry: expected failures become one line and their exit code."""
     _deepspeed_logs_to_stderr()
+    _interrupt_on_sigterm()
     try:
         # Without standalone mode click returns the code of typer.Exit instead of exiting itself.
         code = app(standalone_mode=False)

@@ -79,6 +79,8 @@ class TrainConfig(_Strict):
     tensorboard: bool = False
     gradient_accumulation_steps: int = Field(1, ge=1)
     max_steps: int | None = Field(None, ge=1)
+    # The fetch lock whose shas the run manifest records (default: the checkout's, when it has one).
+    asset_lock: str | None = None
     # The reference commit did not shuffle (order = train_test_split's permutation); true reshuffles each
     # epoch with a sampler seeded by `seed`, so resumed runs see the same order.
     shuffle: bool = False

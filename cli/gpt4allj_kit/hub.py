@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gpt4allj_kit import paths
 from gpt4allj_kit.errors import ConfigError, HubError
 from gpt4allj_kit.files import atomic_write_json, atomic_write_text, disk_errors
 
-LOCK_NAME = "gpt4allj-kit.lock.json"
+LOCK_NAME = paths.LOCK_NAME
 LOCK_VERSION = 1
 KNOWN_REVISIONS = ("v1.0", "v1.1-breezy", "v1.2-jazzy", "v1.3-groovy", "main")
 # What `fetch --what` names: (repo_id, repo_type). `tasks` is resolved from the installed lm-eval task YAMLs.

@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 ROOT_ENV = "GPT4ALLJ_KIT_ROOT"
+# The fetch lock: asset repos, revisions, commit shas and file hashes (next to a config, or in a run dir).
+LOCK_NAME = "gpt4allj-kit.lock.json"
 
 
 def project_root() -> Path:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gpt4allj_kit import paths
 from gpt4allj_kit.compare import (
     DEFAULT_AGAINST,
     NOT_COMPARABLE_NOTE,
@@ -47,7 +48,7 @@ from gpt4allj_kit.render import (
 METRICS_NAME = "metrics.jsonl"
 MANIFEST_NAME = "manifest.json"
 RUN_NAME = "run.json"
-LOCK_NAME = "assets.lock.json"
+LOCK_NAME = paths.LOCK_NAME
 REPORT_DIR = "report"
 _SKIP_DIRS = {REPORT_DIR, "compare"}
 _LABEL_ORDER = ("epoch_", "final", "published", "base")

@@ -24,7 +24,6 @@ from gpt4allj_kit.manifest import now_iso, write_manifest
 from gpt4allj_kit.published import PublishedTable, Row, load_published_table
 from gpt4allj_kit.runstate import STAGES, RunState, load_state, save_state, state_path
 
-LOCK_NAME = "gpt4allj-kit.lock.json"
 TRAIN_DIR, EVAL_DIR, COMPARE_DIR, REPORT_DIR, FIXTURES_DIR = "train", "eval", "compare", "report", "fixtures"
 MODEL_REPO, BASE_REPO = "nomic-ai/gpt4all-j", "EleutherAI/gpt-j-6B"
 NOT_COMPARABLE = "a tiny random model trained on synthetic data is not comparable with the published numbers"
@@ -85,7 +84,7 @@ class Run:
 
     @property
     def lock(self) -> Path:
-        return self.run_dir / LOCK_NAME
+        return self.run_dir / paths.LOCK_NAME
 
 
 # --- doctor -------------------------------------------------------------------------------------------
@@ -236,7 +235,7 @@ def stage_train(run: Run) -> Outcome:
             revision=run.request.revision,
             profile=run.request.profile,
             resume=resume,
-            sets=[*run.request.sets, f"output_dir={train_dir}"],
+            sets=[*run.request.sets, f"output_dir={train_dir}", f"asset_lock={run.lock}"],
         )
     )
     train_dir.mkdir(parents=True, exist_ok=True)

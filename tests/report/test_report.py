@@ -104,7 +104,7 @@ def run_dir(tmp_path: Path, table: PublishedTable) -> Path:
     }
     files = [{"path": "data/train-0.parquet", "size": 1, "sha256": "b" * 64}]
     lock = {"assets": [{**asset, "sha": "a" * 40, "files": files}]}
-    (root / "assets.lock.json").write_text(json.dumps(lock))
+    (root / "gpt4allj-kit.lock.json").write_text(json.dumps(lock))
     return root
 
 

@@ -269,13 +269,27 @@ def lm_eval_logging_to(log_file: Path) -> Iterator[None]:
             lg.setLevel(logging.INFO)
         try:
             # tqdm and warnings write to sys.stderr at call time; the CLI's own output stays on stdout.
-            with contextlib.redirect_stderr(fh):
+            with contextlib.redirect_stderr(fh), _child_stderr_to(fh):
                 yield
         finally:
             for lg, handlers, propagate, level in saved:
                 lg.handlers = handlers
                 lg.propagate = propagate
                 lg.setLevel(level)
+
+
+@contextlib.contextmanager
+def _child_stderr_to(fh: Any) -> Iterator[None]:
+    """fd 2 pointed at `fh`: lm-eval runs `git describe`, whose complaints would reach the user."""
+    fh.flush()
+    saved = os.dup(2)
+    try:
+        os.dup2(fh.fileno(), 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _is_main_process() -> bool:

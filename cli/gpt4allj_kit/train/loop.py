@@ -429,12 +429,12 @@ def compiled(model: Any) -> bool:
     return bool(getattr(model, "is_compiled", False)) or type(model).__name__ == "OptimizedModule"
 
 
-def fetch_lock() -> dict[str, Any] | None:
-    """The fetch lock of the checkout, when the run uses one (its sha256 and locked assets)."""
-    from gpt4allj_kit import hub, paths
+def fetch_lock(config: TrainConfig) -> dict[str, Any] | None:
+    """The run's fetch lock (`asset_lock`, else the checkout's), when there is one: its sha256 and assets."""
+    from gpt4allj_kit import paths
     from gpt4allj_kit.files import sha256_file
 
-    lock = paths.project_root() / hub.LOCK_NAME
+    lock = Path(config.asset_lock) if config.asset_lock else paths.project_root() / paths.LOCK_NAME
     if not lock.is_file():
         return None
     assets = json.loads(lock.read_text(encoding="utf-8")).get("assets", [])
@@ -485,7 +485,7 @@ def write_run_manifest(
         deepspeed=deepspeed_config(accelerator),
         optimizer=optim.describe_optimizer(optimizer),
         assets=info.assets,
-        fetch_lock=fetch_lock(),
+        fetch_lock=fetch_lock(config),
         resumed_from=info.resumed_from,
         steps=steps,
         trainer_state=asdict(state),

@@ -1,0 +1,189 @@
+"""`reproduce --profile smoke` end to end, offline, as a user runs it: artifacts, then kill and resume."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from gpt4allj_kit import reproduce as pipeline
+from gpt4allj_kit.errors import ConfigError
+from gpt4allj_kit.published import load_published_table
+from gpt4allj_kit.runstate import STAGES, load_state
+from PIL import Image
+
+OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+CHECKPOINTS = ("epoch_1", "epoch_2", "final")
+
+
+def _kit() -> str:
+    return str(Path(sys.executable).with_name("gpt4allj-kit"))
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    run_dir = tmp_path_factory.mktemp("smoke") / "run"
+    done = subprocess.run(
+        [_kit(), "reproduce", "--profile", "smoke", "--output", str(run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, **OFFLINE},
+    )
+    return run_dir, done
+
+
+@pytest.mark.slow
+def test_smoke_reproduction_writes_every_artifact(
+    smoke_run: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    run_dir, done = smoke_run
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+
+    state = load_state(run_dir)
+    assert [state.stage(s).status for s in STAGES] == ["done"] * len(STAGES)
+
+    lock = json.loads((run_dir / "gpt4allj-kit.lock.json").read_text())
+    assert {a["repo_id"] for a in lock["assets"]} >= {"kit/tiny-gptj", "kit/tiny-prompt-generations"}
+    assert all(len(a["sha"]) == 40 and a["files"] for a in lock["assets"])
+
+    train = run_dir / "train"
+    metrics = [json.loads(line) for line in (train / "metrics.jsonl").read_text().splitlines()]
+    losses = [m["train_loss"] for m in metrics if "train_loss" in m]
+    assert losses[-1] < losses[0]
+    assert any("val_loss" in m for m in metrics)
+    for name in CHECKPOINTS:
+        assert (train / name / "model.safetensors").is_file()
+    assert list(train.glob("step_*")), "save_state checkpoints"
+
+    for name in CHECKPOINTS:
+        results = json.loads((run_dir / "eval" / name / "results.json").read_text())
+        assert set(results["results"]) >= {"boolq", "piqa", "hellaswag", "winogrande", "arc_easy"}
+        assert (run_dir / "eval" / name / "manifest.json").is_file()
+        comparison = json.loads((run_dir / "compare" / f"{name}.json").read_text())
+        assert comparison["against"] == "GPT4All-J v1.2-jazzy"
+        assert comparison["measured"]["comparable"] is False
+        assert "not comparable" in (run_dir / "compare" / f"{name}.md").read_text()
+
+    html = (run_dir / "report" / "report.html").read_text()
+    assert "not comparable" in html and "data:image/png;base64," in html
+    assert 'src="http' not in html
+    assert (run_dir / "report" / "report.md").is_file()
+    pngs = list((run_dir / "report").glob("*.png"))
+    assert len(pngs) >= 2
+    for png in pngs:
+        with Image.open(png) as image:
+            image.verify()
+
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["profile"] == "smoke" and manifest["revision"] == "v1.2-jazzy"
+    assert manifest["environment"]["lock_sha256"]
+    assert manifest["lock_sha256"] and set(manifest["stages"]) == set(STAGES)
+    train_manifest = json.loads((train / "manifest.json").read_text())
+    assert train_manifest["fetch_lock"]["path"] == str(run_dir / "gpt4allj-kit.lock.json")
+
+
+@pytest.mark.slow
+def test_rerun_skips_completed_stages(smoke_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    run_dir, first = smoke_run
+    assert first.returncode == 0, first.stderr[-3000:]
+    again = subprocess.run(
+        [_kit(), "reproduce", "--profile", "smoke", "--output", str(run_dir), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **OFFLINE},
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    state = json.loads(again.stdout)
+    assert state["stages"]["train"]["status"] == "skipped"
+    assert state["stages"]["eval"]["status"] == "skipped"
+    assert state["stages"]["report"]["status"] == "done"
+
+
+def _kill_run(proc: subprocess.Popen[str], train_dir: Path) -> None:
+    """Everything of the run dies at once, as in a crash: the CLI and the training it launched."""
+    victims = [
+        p for p in psutil.process_iter(["cmdline"]) if str(train_dir) in " ".join(p.info["cmdline"] or [])
+    ]
+    os.kill(proc.pid, signal.SIGKILL)
+    for victim in victims:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            victim.kill()
+    proc.wait(timeout=60)
+    psutil.wait_procs(victims, timeout=60)
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_on_rerun(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    argv = [_kit(), "reproduce", "--profile", "smoke", "--output", str(run_dir)]
+    env = {**os.environ, **OFFLINE}
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    train_dir = run_dir / "train"
+    deadline = time.monotonic() + 600
+    while not (train_dir / "step_100").is_dir():
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
+        time.sleep(0.5)
+    _kill_run(proc, train_dir)
+    assert not (train_dir / "final").exists()
+
+    status = subprocess.run(
+        [_kit(), "status", str(run_dir), "--json"], capture_output=True, text=True, env=env
+    )
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["stages"]["train"]["status"] == "interrupted"
+
+    resumed = subprocess.run([*argv, "--json"], capture_output=True, text=True, timeout=900, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    state = json.loads(resumed.stdout)
+    assert state["stages"]["train"]["status"] == "done"
+    assert state["stages"]["train"]["detail"] == "resumed from latest"
+    train_manifest = json.loads((train_dir / "manifest.json").read_text())
+    assert train_manifest["resumed_from"].endswith("step_100") or "step_" in train_manifest["resumed_from"]
+    assert (train_dir / "final" / "model.safetensors").is_file()
+    assert (run_dir / "report" / "report.html").is_file()
+
+
+def test_revision_without_published_row_is_a_usage_error() -> None:
+    table = load_published_table()
+    assert pipeline.row_for_revision(table, "main", None).name == "GPT4All-J 6B v1.0"
+    assert pipeline.row_for_revision(table, "abc123", "v1.3-groovy").name == "GPT4All-J v1.3-groovy"
+    with pytest.raises(ConfigError, match="no row in the published table"):
+        pipeline.row_for_revision(table, "v9-unknown", None)
+
+
+def test_run_dir_of_another_revision_is_refused(tmp_path: Path, kit_cli) -> None:
+    from gpt4allj_kit.runstate import RunState, save_state
+
+    save_state(tmp_path, RunState.new("v1.0", "smoke", "gpt4allj-kit reproduce"))
+    done = kit_cli("reproduce", "--profile", "smoke", "--revision", "v1.2-jazzy", "--output", str(tmp_path))
+    assert done.returncode == 2
+    assert "holds a run of revision v1.0" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_status_of_a_folder_that_is_no_run(tmp_path: Path, kit_cli) -> None:
+    done = kit_cli("status", str(tmp_path))
+    assert done.returncode == 2 and "not a reproduction run directory" in done.stderr
+
+
+def test_fail_on_diff_reads_only_comparable_comparisons(tmp_path: Path) -> None:
+    compare_dir = tmp_path / "compare"
+    compare_dir.mkdir()
+    (compare_dir / "final.json").write_text(
+        json.dumps({"measured": {"comparable": False}, "differing": ["BoolQ"]})
+    )
+    assert not pipeline.differs(tmp_path)
+    (compare_dir / "epoch_1.json").write_text(
+        json.dumps({"measured": {"comparable": True}, "differing": ["PIQA"]})
+    )
+    assert pipeline.differs(tmp_path)
