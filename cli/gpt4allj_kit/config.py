@@ -148,6 +148,8 @@ class Profile(_Strict):
     launch: LaunchConfig = Field(default_factory=LaunchConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     requirements: Requirements = Field(default_factory=Requirements)
+    # What evaluating alone needs (`reproduce --skip-train`); None: the same as `requirements`.
+    eval_requirements: Requirements | None = None
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from rich import box
 from rich.console import Group, RenderableType
@@ -88,6 +88,31 @@ def markdown_published(rows: Sequence[TableRow], columns: Sequence[Column], titl
     )
 
 
+COMPARISON_HEADER = ["Task", "Metric", "Report", "Ours", "Δ", "Our stderr", "n", "Verdict"]
+
+
+def comparison_rows(
+    c: Comparison, *, text: Callable[[str], str], avg_label: str, verdict: Callable[[str], str]
+) -> list[list[str]]:
+    """The seven cells and the average as table rows; `text` escapes names, `verdict` styles verdicts."""
+    rows = [
+        [
+            text(cell.label),
+            text(cell.metric),
+            _pct(cell.reported, 1),
+            _pct(cell.ours),
+            _signed(cell.delta),
+            _pct(cell.stderr),
+            "—" if cell.n is None else str(cell.n),
+            verdict(cell.verdict),
+        ]
+        for cell in c.cells
+    ]
+    a = c.average
+    avg = [avg_label, "mean", _pct(a.reported), _pct(a.ours), _signed(a.delta), _pct(a.stderr) + "*", ""]
+    return [*rows, [*avg, verdict(a.verdict)]]
+
+
 def markdown(c: Comparison, *, heading_level: int = 2, with_table: bool = True) -> str:
     h = "#" * heading_level
     out = [f"{h} {c.ours_name} vs {c.against} (published)", ""]
@@ -95,34 +120,8 @@ def markdown(c: Comparison, *, heading_level: int = 2, with_table: bool = True) 
     if c.notes:
         out.append("")
     out += [f"Ours: {_provenance(c)}.", "", f"Result: **{_summary_line(c)}**.", ""]
-    rows = [
-        [
-            cell.label,
-            cell.metric,
-            _pct(cell.reported, 1),
-            _pct(cell.ours),
-            _signed(cell.delta),
-            _pct(cell.stderr),
-            "—" if cell.n is None else str(cell.n),
-            cell.verdict,
-        ]
-        for cell in c.cells
-    ]
-    a = c.average
-    rows.append(
-        [
-            "**Avg**",
-            "mean",
-            _pct(a.reported),
-            _pct(a.ours),
-            _signed(a.delta),
-            _pct(a.stderr) + "*",
-            "",
-            a.verdict,
-        ]
-    )
-    header = ["Task", "Metric", "Report", "Ours", "Δ", "Our stderr", "n", "Verdict"]
-    out.append(_md_table(header, rows, ["l", "l", "r", "r", "r", "r", "r", "l"]))
+    rows = comparison_rows(c, text=str, avg_label="**Avg**", verdict=str)
+    out.append(_md_table(COMPARISON_HEADER, rows, ["l", "l", "r", "r", "r", "r", "r", "l"]))
     out += ["", f"Rule: {c.rule}. (*) independence assumed.", ""]
     if with_table:
         out += [
@@ -230,39 +229,15 @@ def html_notes(notes: Sequence[str]) -> str:
 
 def html_fragment(c: Comparison, *, heading: str = "h2", with_table: bool = True) -> str:
     sub = "h3" if heading == "h2" else "h4"
-    rows = [
-        [
-            e(cell.label),
-            e(cell.metric),
-            _pct(cell.reported, 1),
-            _pct(cell.ours),
-            _signed(cell.delta),
-            _pct(cell.stderr),
-            "—" if cell.n is None else str(cell.n),
-            f'<span class="{cell.verdict}">{cell.verdict}</span>',
-        ]
-        for cell in c.cells
-    ]
-    a = c.average
-    rows.append(
-        [
-            "<strong>Avg</strong>",
-            "mean",
-            _pct(a.reported),
-            _pct(a.ours),
-            _signed(a.delta),
-            _pct(a.stderr) + "*",
-            "",
-            f'<span class="{a.verdict}">{a.verdict}</span>',
-        ]
+    rows = comparison_rows(
+        c, text=e, avg_label="<strong>Avg</strong>", verdict=lambda v: f'<span class="{v}">{v}</span>'
     )
-    header = ["Task", "Metric", "Report", "Ours", "Δ", "Our stderr", "n", "Verdict"]
     return (
         f"<{heading}>{e(c.ours_name)} vs {e(c.against)} (published)</{heading}>"
         + html_notes(c.notes)
         + f'<p class="muted">Ours: {e(_provenance(c))}.</p>'
         + f"<p>Result: <strong>{e(_summary_line(c))}</strong>.</p>"
-        + html_table(header, rows, numeric=[False, False, True, True, True, True, True, False])
+        + html_table(COMPARISON_HEADER, rows, numeric=[False, False, True, True, True, True, True, False])
         + f'<p class="muted">Rule: {e(c.rule)}. (*) independence assumed.</p>'
         + (
             f"<{sub}>Published table with our row</{sub}>"

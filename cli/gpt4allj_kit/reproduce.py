@@ -93,7 +93,10 @@ class Run:
 def stage_doctor(run: Run) -> Outcome:
     from gpt4allj_kit import doctor
 
-    verdict = doctor.verdict(run.profile)
+    profile = run.profile
+    if run.request.skip_train and profile.eval_requirements is not None:
+        profile = profile.model_copy(update={"requirements": profile.eval_requirements})
+    verdict = doctor.verdict(profile)
     run.facts["doctor"] = verdict.model_dump(mode="json")
     if not verdict.can_run and not run.request.force:
         raise EnvironmentNotReady(

@@ -187,3 +187,13 @@ def test_fail_on_diff_reads_only_comparable_comparisons(tmp_path: Path) -> None:
         json.dumps({"measured": {"comparable": True}, "differing": ["PIQA"]})
     )
     assert pipeline.differs(tmp_path)
+
+
+def test_full_profile_on_this_cpu_machine_stops_at_the_doctor(tmp_path: Path, kit_cli) -> None:
+    run_dir = tmp_path / "run"
+    done = kit_cli("reproduce", "--revision", "v1.3-groovy", "--skip-train", "--output", str(run_dir))
+    assert done.returncode == 3, done.stderr
+    assert "cannot run profile 'full'" in done.stderr and "needs 1 GPU" in done.stderr
+    assert "Traceback" not in done.stderr
+    state = load_state(run_dir)
+    assert state.stage("doctor").status == "failed" and state.stage("fetch").status == "pending"
