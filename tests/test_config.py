@@ -54,7 +54,7 @@ def test_upstream_fixture_is_the_published_file() -> None:
 def test_profiles_load_and_apply() -> None:
     smoke = load_profile("smoke")
     config = load_train_config(smoke.train_config, base_overrides=smoke.train)
-    assert (config.max_length, config.batch_size) == (128, 4)
+    assert (config.max_length, config.batch_size) == (128, 8)
     full = load_profile("full")
     assert full.requirements.gpus == 8 and full.requirements.min_gpu_memory_gb == 80
     assert full.requirements.bf16 and full.launch.num_processes == 8
