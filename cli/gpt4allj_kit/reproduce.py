@@ -7,6 +7,7 @@ checkpoints that have no results yet. `RUN_DIR/manifest.json` ties the stages' o
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -223,6 +224,19 @@ def _last_step(metrics: Path) -> int | None:
     return None
 
 
+def _live_training(train_dir: Path) -> list[int]:
+    """Pids of processes still training into `train_dir` (a launch orphaned by a killed CLI)."""
+    import psutil
+
+    marker = f"output_dir={train_dir}"
+    pids = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if any(marker in arg for arg in proc.info["cmdline"] or []):
+                pids.append(proc.info["pid"])
+    return pids
+
+
 def stage_train(run: Run) -> Outcome:
     from gpt4allj_kit.train import checkpoint
     from gpt4allj_kit.train import launch as train_launch
@@ -232,6 +246,12 @@ def stage_train(run: Run) -> Outcome:
         return Outcome(key="skipped (--skip-train)", skipped=True)
     if _train_complete(train_dir):
         return Outcome(key="complete", path=train_dir, detail="already trained", skipped=True)
+    if live := _live_training(train_dir):
+        raise KitError(
+            f"a training into {train_dir} is still running (pid {', '.join(map(str, live))}): "
+            "wait for it or stop it, then re-run",
+            exit_code=ExitCode.ENVIRONMENT,
+        )
     resume = "latest" if train_dir.is_dir() and checkpoint.step_dirs(train_dir) else None
     plan = train_launch.plan(
         train_launch.TrainRequest(

@@ -197,3 +197,19 @@ def test_full_profile_on_this_cpu_machine_stops_at_the_doctor(tmp_path: Path, ki
     assert "Traceback" not in done.stderr
     state = load_state(run_dir)
     assert state.stage("doctor").status == "failed" and state.stage("fetch").status == "pending"
+
+
+def test_a_training_still_running_into_the_run_dir_is_not_started_twice(tmp_path: Path, kit_cli) -> None:
+    run_dir = tmp_path / "run"
+    # What a killed CLI leaves behind: its training, still writing into the run's train/ directory.
+    orphan = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(300)", "--set", f"output_dir={run_dir / 'train'}"]
+    )
+    try:
+        done = kit_cli("reproduce", "--profile", "smoke", "--output", str(run_dir), env=OFFLINE, timeout=300)
+    finally:
+        orphan.kill()
+        orphan.wait()
+    assert done.returncode == 3, done.stderr
+    assert f"still running (pid {orphan.pid})" in done.stderr and "Traceback" not in done.stderr
+    assert load_state(run_dir).stage("train").status == "failed"
