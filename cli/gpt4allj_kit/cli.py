@@ -240,6 +240,7 @@ def fetch_cmd(
         # huggingface_hub reads this when imported: set it first so nothing below can reach the network.
         os.environ["HF_HUB_OFFLINE"] = "1"
     from gpt4allj_kit import hub
+    from gpt4allj_kit.manifest import now_iso, write_manifest
 
     requests = hub.asset_requests(
         [w.strip() for w in what.split(",") if w.strip()],
@@ -248,12 +249,22 @@ def fetch_cmd(
         tasks_revision=tasks_revision,
     )
     run = {"lock_path": lock, "locked": locked, "verify": verify or offline, "cache_dir": cache_dir}
+    started = now_iso()
     if json_out or not err_console.is_terminal:
         fetched = hub.fetch(requests, offline=offline or None, progress=None, **run)
     else:
         progress, on_file = _fetch_progress()
         with progress:
             fetched = hub.fetch(requests, offline=offline or None, progress=on_file, **run)
+    write_manifest(
+        lock.with_name(f"{lock.stem}.manifest.json"),
+        stage="fetch",
+        command=["gpt4allj-kit", *sys.argv[1:]],
+        config={"what": what, "revision": revision, "locked": locked, "verify": verify, "offline": offline},
+        started=started,
+        lock=str(lock),
+        assets=[_fetched_json(f) for f in fetched],
+    )
     if json_out:
         console.print_json(data={"lock": str(lock), "assets": [_fetched_json(f) for f in fetched]})
         return

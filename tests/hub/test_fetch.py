@@ -47,6 +47,11 @@ def test_fetch_resolves_tags_to_shas_and_locks_the_needed_files(kit, hub: Hub) -
 
     assert (weights.size, weights.sha256) == (len(server_bytes), hashlib.sha256(server_bytes).hexdigest())
     assert (kit.hf_home / "hub" / "models--nomic-ai--gpt4all-j" / "refs" / "v1.0").read_text() == entry.sha
+    # The command's manifest beside the lock: what was asked, which shas came back, the environment.
+    manifest = json.loads(kit.lock.with_name(f"{kit.lock.stem}.manifest.json").read_text())
+    assert manifest["stage"] == "fetch" and manifest["config"]["revision"] == "v1.0"
+    assert {a["sha"] for a in manifest["assets"]} >= {entry.sha}
+    assert manifest["environment"]["lock_sha256"]
 
 
 def test_revisions_get_their_own_files_and_share_identical_blobs(kit, hub: Hub) -> None:
