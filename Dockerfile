@@ -12,11 +12,23 @@
 # devel flavour carries nvcc and the headers DeepSpeed needs to compile its ops. It is referenced by tag
 # AND digest; override all three args together to use another base (a mirror, a local import). There is
 # no tag-only fallback: an empty CUDA_DIGEST leaves an invalid FROM reference and the build stops there
-# (docker/build.sh refuses earlier, with a clear message). Check the digest against the registry with
-# `docker buildx imagetools inspect nvidia/cuda:<tag>` whenever the tag changes.
+# (docker/build.sh refuses earlier, with a clear message).
+#
+# Why Ubuntu 24.04: the image's Python must be a released CPython of the minor the lock is resolved for
+# (.python-version, the same for CI). Ubuntu 22.04's python3.11 is 3.11.0~rc1, a release candidate that
+# torch 2.14.1 cannot import under (sys.get_int_max_str_digits is missing), and no signed archive that a
+# build reaches offers a released 3.11 for 22.04. Ubuntu 24.04's own python3 is 3.12.3, a release, from
+# the distribution's signed archive: no third-party PPA, no interpreter built from source.
+#
+# UNCHECKED DIGEST: no registry is reachable where this kit is developed, so CUDA_DIGEST below was not
+# checked against Docker Hub. It is the digest that public build scripts pin for this tag (found by a code
+# search, 2026-06 and 2026-09; another script pins sha256:ae7f6504... for the same tag, an older push).
+# Check it before relying on it: `docker buildx imagetools inspect nvidia/cuda:13.0.2-cudnn-devel-ubuntu24.04`.
+# CI builds this Dockerfile unchanged on a local Ubuntu 24.04 rootfs passed through these three args
+# (docker/ci-build.sh).
 ARG CUDA_IMAGE=nvidia/cuda
-ARG CUDA_TAG=13.0.2-cudnn-devel-ubuntu22.04
-ARG CUDA_DIGEST=sha256:36c66a3ad4608580cf937f7ec3add9323a610956cfe8c9e2f99ef2ea0c896f01
+ARG CUDA_TAG=13.0.2-cudnn-devel-ubuntu24.04
+ARG CUDA_DIGEST=sha256:e071e85c52ad91fc9ea24158ff5330876b2d1a5c4ac83ccc6066976835873c01
 
 FROM ${CUDA_IMAGE}:${CUDA_TAG}@${CUDA_DIGEST}
 
@@ -31,22 +43,26 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PIP_NO_INPUT=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# Python 3.11 comes from Ubuntu's own jammy archive (universe), reached through the same mirror as the
-# base and signed by Ubuntu: no third-party PPA whose old builds disappear. apt versions are not pinned
-# (the archive drops superseded versions, which would break every rebuild); the digest-pinned base fixes
-# the OS, and the exact package versions installed are recorded in /etc/gpt4allj-kit/dpkg.txt.
-# python3.11-dev: headers for DeepSpeed's JIT-built ops; g++/ninja-build: their compiler and build tool.
+# Python comes from Ubuntu's own archive (python3 = 3.12 on 24.04), reached through the same mirror as
+# the base and signed by Ubuntu. apt versions are not pinned (the archive drops superseded versions, which
+# would break every rebuild); the digest-pinned base fixes the OS, and the exact package versions installed
+# are recorded in /etc/gpt4allj-kit/dpkg.txt. scripts/install.sh refuses an interpreter that is not a final
+# release of the minor in .python-version, so a base with the wrong or a pre-release Python fails the build.
+# python3-dev: headers for DeepSpeed's JIT-built ops; g++/ninja-build: their compiler and build tool.
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      ca-certificates g++ ninja-build python3.11 python3.11-dev python3.11-venv \
+      ca-certificates g++ ninja-build python3 python3-dev python3-venv \
  && rm -rf /var/lib/apt/lists/* \
  && mkdir -p /etc/gpt4allj-kit \
  && dpkg-query -W -f '${Package}=${Version}\n' > /etc/gpt4allj-kit/dpkg.txt
 
-# A non-root user owns only what the kit writes: its outputs and the caches.
+# A non-root user owns only what the kit writes: its outputs and the caches. Ubuntu's 24.04 images ship a
+# user `ubuntu` with uid 1000; the kit's user takes that uid over so that `KIT_UID=1000` means `kit`.
 ARG KIT_UID=1000
-RUN useradd --create-home --uid "${KIT_UID}" --shell /bin/bash kit \
+RUN existing=$(getent passwd "${KIT_UID}" | cut -d: -f1) \
+ && if [ -n "${existing}" ]; then userdel --remove "${existing}"; fi \
+ && useradd --create-home --uid "${KIT_UID}" --shell /bin/bash kit \
  && mkdir -p /cache/huggingface /cache/gpt4allj-kit /cache/torch_extensions /cache/triton /cache/inductor \
       /opt/gpt4allj-kit/outputs \
  && chown -R kit:kit /cache /opt/gpt4allj-kit/outputs
@@ -62,13 +78,13 @@ ARG DS_BUILD_OPS=0
 ARG TORCH_CUDA_ARCH_LIST=""
 COPY requirements/lock.txt requirements/lock.txt
 COPY scripts/install.sh scripts/install.sh
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md .python-version ./
 COPY cli/ cli/
 RUN --mount=type=cache,target=/root/.cache/pip \
     if [ "${DS_BUILD_OPS}" != "0" ] && [ -z "${TORCH_CUDA_ARCH_LIST}" ]; then \
       echo "DS_BUILD_OPS=${DS_BUILD_OPS} needs --build-arg TORCH_CUDA_ARCH_LIST (e.g. \"8.0;9.0\")" >&2; exit 1; \
     fi \
- && PYTHON=python3.11 bash scripts/install.sh --venv /opt/venv
+ && PYTHON=python3 bash scripts/install.sh --venv /opt/venv
 
 # The rest of the checkout (configs/, train.py, reports/ ...): the documented accelerate command runs
 # verbatim from this directory. .dockerignore keeps outputs, caches, venvs and .git out.

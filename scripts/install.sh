@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # The one install recipe of gpt4allj-kit, used by the README, CI and the Dockerfile alike.
 #
-#   scripts/install.sh [--venv DIR]
+#   scripts/install.sh [--venv DIR] [--dev]
 #
-# Installs every dependency from requirements/lock.txt with --require-hashes, then DeepSpeed, then the
-# kit itself (editable, from this checkout: the image keeps its configs/ and train.py beside it)
-# without re-resolving anything. With --venv the environment is created first (python3.11).
+# Installs every dependency from a lock with --require-hashes, then DeepSpeed, then the kit itself
+# (editable, from this checkout: the image keeps its configs/ and train.py beside it) without
+# re-resolving anything. Two locks, both written by scripts/lock.sh:
+#   requirements/lock.txt      the runtime set: exactly what the image holds (the default);
+#   requirements/dev-lock.txt  --dev: the same runtime pins plus the test and lint tools (CI, developers).
+# With --venv the environment is created first. The interpreter is $PYTHON, or python<minor> for the
+# minor in .python-version (the one the locks are resolved for); it must be a final release of that minor.
 #
 # DeepSpeed ships only as an sdist whose setup.py imports torch, so it cannot be built in pip's isolated
 # build env: it is installed after torch, with --no-build-isolation and DS_BUILD_OPS=0, which builds no
@@ -20,13 +24,27 @@ venv=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --venv) venv="$2"; shift 2 ;;
+    --dev) lock="$root/requirements/dev-lock.txt"; shift ;;
     *) echo "install.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
 
-python="${PYTHON:-python3.11}"
-if [ -n "$venv" ]; then
-  [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+minor=$(tr -d '[:space:]' < "$root/.python-version")
+python="${PYTHON:-python$minor}"
+if [ -n "$venv" ] && [ -x "$venv/bin/python" ]; then
+  python="$venv/bin/python"
+fi
+# A pre-release interpreter (Ubuntu 22.04's python3.11 is 3.11.0~rc1) installs the lock and then fails to
+# import torch; a different minor gets wheels the lock was not resolved for. Refuse both up front.
+found=$("$python" -c 'import sys; v = sys.version_info; print(f"{v.major}.{v.minor} {v.releaselevel} {sys.version.split()[0]}")' 2>/dev/null) \
+  || { echo "install.sh: no Python $minor interpreter ('$python' does not run): install CPython $minor or set PYTHON" >&2; exit 3; }
+read -r found_minor level full <<<"$found"
+if [ "$found_minor" != "$minor" ] || [ "$level" != "final" ]; then
+  echo "install.sh: '$python' is Python $full ($level); the locks need a final release of Python $minor (.python-version)" >&2
+  exit 3
+fi
+if [ -n "$venv" ] && [ ! -x "$venv/bin/python" ]; then
+  "$python" -m venv "$venv"
   python="$venv/bin/python"
 fi
 

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Regenerates requirements/lock.txt from requirements/requirements.in: every transitive dependency pinned
-# to an exact version with its sha256 hashes, resolved for the platform the image and CI run on
-# (Linux x86_64, glibc 2.28+, Python 3.11), whatever machine runs this script.
+# Regenerates the two locks, every transitive dependency pinned to an exact version with its sha256 hashes,
+# resolved for the platform the image and CI run on (Linux x86_64, glibc 2.28+, the Python minor in
+# .python-version), whatever machine runs this script:
+#   requirements/requirements.in -> requirements/lock.txt      the runtime set, what the image installs
+#   requirements/dev.in          -> requirements/dev-lock.txt  the same runtime pins plus the dev tools
 #
 #   scripts/lock.sh [--upgrade]     # --upgrade: newest compatible versions instead of keeping the pins
 #
-# Uses the uv of the kit's venv (.venv, itself pinned by the lock); without one, installs uv's locked
-# version into a throwaway venv first. Review `git diff requirements/lock.txt`, then rebuild the
-# environment with scripts/install.sh.
+# The dev lock is resolved under the runtime lock as a constraint, so a package in both has one version and
+# one set of hashes (tests/test_lock.py checks it). Uses the uv of the kit's venv (.venv); without one,
+# installs uv's version from the dev lock into a throwaway venv first. Review `git diff requirements/`, then
+# rebuild the environment with scripts/install.sh.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -22,9 +25,9 @@ done
 
 uv="$root/.venv/bin/uv"
 if [ ! -x "$uv" ]; then
-  uv_version=$(sed -n 's/^uv==\([^ ]*\).*/\1/p' requirements/lock.txt)
+  uv_version=$(sed -n 's/^uv==\([^ ]*\).*/\1/p' requirements/dev-lock.txt)
   if [ -z "$uv_version" ]; then
-    echo "lock.sh: no uv pin in requirements/lock.txt and no .venv/bin/uv" >&2
+    echo "lock.sh: no uv pin in requirements/dev-lock.txt and no .venv/bin/uv" >&2
     exit 3
   fi
   tools=$(mktemp -d)
@@ -34,11 +37,8 @@ if [ ! -x "$uv" ]; then
   uv="$tools/venv/bin/uv"
 fi
 
-"$uv" pip compile requirements/requirements.in \
-  --generate-hashes \
-  --python-version 3.11 \
-  --python-platform x86_64-manylinux_2_28 \
-  --no-header \
-  --annotation-style line \
-  "${extra[@]}" \
-  -o requirements/lock.txt
+python_version=$(tr -d '[:space:]' < .python-version)
+compile=(pip compile --generate-hashes --python-version "$python_version"
+  --python-platform x86_64-manylinux_2_28 --no-header --annotation-style line)
+"$uv" "${compile[@]}" "${extra[@]}" requirements/requirements.in -o requirements/lock.txt
+"$uv" "${compile[@]}" "${extra[@]}" requirements/dev.in -c requirements/lock.txt -o requirements/dev-lock.txt

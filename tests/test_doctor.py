@@ -6,12 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
-from gpt4allj_kit import doctor
+from gpt4allj_kit import doctor, paths
 from gpt4allj_kit.config import load_profile, load_train_config
 from gpt4allj_kit.doctor import Disk, Gpu, OpStatus, Report
 from gpt4allj_kit.errors import EnvironmentNotReady
 
 SECRET = "secretvalue"
+LOCKED_PYTHON = ".".join(map(str, paths.locked_python() or (3, 12)))
 
 
 def test_smoke_runs_here_and_the_token_is_never_printed(kit_cli) -> None:
@@ -61,7 +62,7 @@ def _machine(gpus: int = 8, memory_gb: float = 85.1, capability: str = "8.0", **
         )
     ]
     report = Report(
-        kit_version="0", python="3.11.7", platform="Linux", cpu_cores=64, memory_gb=1000.0,
+        kit_version="0", python=f"{LOCKED_PYTHON}.7", platform="Linux", cpu_cores=64, memory_gb=1000.0,
         torch="2.14.1", torch_cuda="13.0", cuda_available=gpus > 0, driver="580.1", smi_gpus=gpus,
         gpus=[
             Gpu(index=i, name="NVIDIA A100-SXM4-80GB", memory_gb=memory_gb, capability=capability,
@@ -170,3 +171,21 @@ def test_lock_drift_reads_pins_and_markers(tmp_path: Path) -> None:
         ("pyyaml", "0.0.1", metadata.version("pyyaml")),
         ("surely-not-installed-pkg", "1.0", None),
     ]
+
+
+def test_lock_drift_ignores_the_copies_setuptools_vendors() -> None:
+    import importlib.metadata
+
+    import setuptools  # noqa: F401  (puts setuptools/_vendor, with its own .dist-info folders, on sys.path)
+
+    vendored = [d for d in importlib.metadata.distributions() if "_vendor" in str(d.locate_file(""))]
+    assert vendored, "setuptools no longer vendors distributions: this test checks nothing"
+    check = doctor.lock_drift()
+    assert check.drift == [], check.drift
+    assert "_vendor" not in " ".join(doctor.installed_versions())
+
+
+def test_the_python_note_names_the_minor_of_python_version() -> None:
+    assert paths.locked_python() == tuple(
+        int(p) for p in (paths.project_root() / ".python-version").read_text().split(".")[:2]
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -152,9 +152,6 @@ class Profile(_Strict):
     eval_requirements: Requirements | None = None
 
 
-M = TypeVar("M", bound=BaseModel)
-
-
 def load_yaml(path: Path) -> dict[str, Any]:
     """A YAML mapping, or a one-line ConfigError saying why the file cannot be one."""
     try:
@@ -207,7 +204,7 @@ def _one_line(error: dict[str, Any], model: type[BaseModel]) -> str:
     return f"key '{key}': {message}"
 
 
-def validate(model: type[M], data: dict[str, Any], source: str) -> M:
+def validate[M: BaseModel](model: type[M], data: dict[str, Any], source: str) -> M:
     """`model` built from `data`, or a one-line ConfigError naming `source`, the key and the problem."""
     try:
         return model.model_validate(data)

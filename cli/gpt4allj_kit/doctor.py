@@ -29,7 +29,6 @@ from gpt4allj_kit.manifest import hardware
 
 # GPT-J-6B's parameter count (model card of EleutherAI/gpt-j-6B), for the ZeRO-2 memory estimate.
 GPTJ_6B_PARAMS = 6_053_381_344
-SUPPORTED_PYTHON = (3, 11)
 # DeepSpeed builds its optimizer from the JSON's "AdamW" as FusedAdam, JIT-compiled at first use.
 DEEPSPEED_OPTIMIZER_OP = "fused_adam"
 _LOCK_LINE = re.compile(
@@ -259,15 +258,32 @@ def locked_versions(lock: Path) -> dict[str, str]:
     return pinned
 
 
+def installed_versions() -> dict[str, str]:
+    """`{canonical name: version}` of the distributions installed in this environment's site-packages.
+
+    Only the installation directories count: setuptools puts its vendored copies (packaging, wheel,
+    more-itertools ...) on `sys.path` once imported, and their `.dist-info` folders are not installed
+    distributions. Where a name appears twice, the first one on the path wins, as it does for imports.
+    """
+    import sysconfig
+
+    from packaging.utils import canonicalize_name
+
+    site_dirs = list(dict.fromkeys(sysconfig.get_paths()[key] for key in ("purelib", "platlib")))
+    versions: dict[str, str] = {}
+    for dist in metadata.distributions(path=site_dirs):
+        versions.setdefault(canonicalize_name(dist.metadata["Name"]), dist.version)
+    return versions
+
+
 def lock_drift(lock: Path | None = None) -> LockCheck:
     """The installed version of every locked package that differs from the lock (absent ones too)."""
-    from packaging.utils import canonicalize_name
     from packaging.version import InvalidVersion, Version
 
     lock = lock or paths.lock_path()
     if not lock.exists():
         return LockCheck(path=str(lock), sha256=None, locked=0)
-    installed = {canonicalize_name(d.metadata["Name"]): d.version for d in metadata.distributions()}
+    installed = installed_versions()
     drift = []
     for name, locked in sorted(locked_versions(lock).items()):
         have = installed.get(name)
@@ -465,8 +481,9 @@ def _software_findings(profile: Profile, report: Report) -> tuple[list[str], lis
             f"{d.name} {d.installed or 'missing'} (lock {d.locked})" for d in report.lock.drift
         )
         notes.append(f"{len(report.lock.drift)} packages differ from the lock: {listed}; results may differ")
-    if tuple(int(p) for p in report.python.split(".")[:2]) != SUPPORTED_PYTHON:
-        notes.append(f"Python {report.python}: the lock is for Python {'.'.join(map(str, SUPPORTED_PYTHON))}")
+    locked = paths.locked_python()
+    if locked and tuple(int(p) for p in report.python.split(".")[:2]) != locked:
+        notes.append(f"Python {report.python}: the lock is for Python {'.'.join(map(str, locked))}")
     return reasons, notes
 
 

@@ -48,6 +48,16 @@ def lock_path() -> Path:
     return project_root() / "requirements" / "lock.txt"
 
 
+def locked_python() -> tuple[int, int] | None:
+    """The Python minor the locks are resolved for (`.python-version`), or None outside a checkout."""
+    try:
+        text = (project_root() / ".python-version").read_text(encoding="utf-8").strip()
+        major, minor = text.split(".")[:2]
+        return int(major), int(minor)
+    except (OSError, ValueError):
+        return None
+
+
 def kit_cache_dir() -> Path:
     """The kit's own cache (tiny assets, fixtures); the hub cache stays where HF_HOME says."""
     base = os.environ.get("GPT4ALLJ_KIT_CACHE") or os.path.join(

@@ -17,6 +17,8 @@ from gpt4allj_kit.files import sha256_file
 ROOT = paths.project_root()
 DOCKERFILE = ROOT / "Dockerfile"
 BIN = Path(sys.executable).parent
+# python3 of Ubuntu's releases: 22.04's python3.11 is 3.11.0~rc1, a pre-release, so only python3 counts.
+DISTRO_PYTHON = {"22.04": (3, 10), "24.04": (3, 12)}
 SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|API_KEY|CREDENTIAL", re.IGNORECASE)
 
 
@@ -85,9 +87,20 @@ def test_base_is_the_cuda_devel_image_of_torchs_cuda_by_tag_and_digest(steps: li
     assert _arg_default(steps, "CUDA_IMAGE") == "nvidia/cuda"
     assert re.fullmatch(r"sha256:[0-9a-f]{64}", _arg_default(steps, "CUDA_DIGEST"))
     tag = _arg_default(steps, "CUDA_TAG")
-    match = re.fullmatch(r"(\d+)\.(\d+)\.\d+-cudnn-devel-ubuntu22\.04", tag)
+    match = re.fullmatch(r"(\d+)\.(\d+)\.\d+-cudnn-devel-ubuntu(\d+\.\d+)", tag)
     assert match, tag
     assert f"{match[1]}.{match[2]}" == torch.version.cuda
+    # The base's own python3 must be the minor the locks are resolved for, and a final release there.
+    assert DISTRO_PYTHON[match[3]] == paths.locked_python(), (tag, DISTRO_PYTHON[match[3]])
+    assert re.search(r"apt-get install .*\bpython3 python3-dev python3-venv\b", " ".join(_args(steps, "RUN")))
+
+
+def test_an_unchecked_base_digest_says_so_with_its_source(steps: list[tuple[str, str]]) -> None:
+    digest = _arg_default(steps, "CUDA_DIGEST")
+    text = DOCKERFILE.read_text()
+    assert "UNCHECKED DIGEST" in text and "imagetools inspect" in text
+    readme = (ROOT / "README.md").read_text()
+    assert digest[:19] in readme and "unchecked" in readme.lower()
 
 
 def test_dependencies_come_from_the_one_lock_through_the_one_install_script(
