@@ -92,6 +92,11 @@ class Smoke:
     def run_dir(self) -> Path:
         return self.outputs / "reproduce" / "smoke-v1.2-jazzy"
 
+    def require_success(self) -> None:
+        """For the tests that inspect what the run left: its own failure is told once, by its own test."""
+        if self.result.returncode != 0:
+            pytest.fail(f"the smoke reproduction exited {self.result.returncode}: nothing to inspect")
+
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Smoke]:
@@ -180,7 +185,7 @@ def _tree(*roots: Path) -> list[Path]:
 
 
 def test_every_file_the_image_writes_is_owned_by_the_kit_user(smoke: Smoke) -> None:
-    assert smoke.result.returncode == 0
+    smoke.require_success()
     written = _tree(smoke.outputs, smoke.cache)
     assert len(written) > 50
     foreign = [f"{p} ({p.lstat().st_uid}:{p.lstat().st_gid})" for p in written
@@ -198,7 +203,7 @@ def _hits(data: bytes) -> list[str]:
 
 
 def test_a_run_time_token_reaches_the_run_and_appears_in_no_output_cache_or_log(smoke: Smoke) -> None:
-    assert smoke.result.returncode == 0
+    smoke.require_success()
     # The run saw the tokens (so their absence below means something) and recorded only that they were set.
     environment = json.loads((smoke.run_dir / "manifest.json").read_text())["environment"]
     assert environment["secrets_set"]["HF_TOKEN"] is True
@@ -228,7 +233,7 @@ def _scan_layer(layer: IO[bytes], name: str, problems: list[str]) -> None:
 
 def test_no_layer_holds_a_token_or_a_pip_cache(tmp_path: Path, smoke: Smoke) -> None:
     """`podman save`, then every layer's files and the image config (env, history, labels) are read."""
-    assert smoke.result.returncode == 0  # the canaries were used at run time before the image is read
+    smoke.require_success()  # the canaries were used at run time before the image is read
     archive = tmp_path / "image.tar"
     saved = podman("save", "--format", "docker-archive", "-o", str(archive), IMAGE, timeout=1200)
     assert saved.returncode == 0, saved.stderr
