@@ -12,7 +12,7 @@
 #
 # Then tests/container/test_image.py runs against the image (GPT4ALLJ_KIT_TEST_IMAGE): the smoke
 # reproduction, file ownership, doctor, train --dry-run, labels, a run-time token absent from every output,
-# cache, log and layer, the compose doctor service, and the image's size and layers.
+# cache, log and layer, and the compose doctor service. The image's size and its layers are printed.
 #
 # Cached between runs on one machine, and rebuilt when absent (a fresh machine passes the same way): the
 # stand-in base (podman image localhost/gpt4allj-kit-base:ubuntu24.04) and podman's layer cache.
@@ -125,7 +125,8 @@ say "building $image from the Dockerfile on $base:$base_tag@$digest"
 start=$(date +%s)
 DOCKER=podman bash docker/build.sh -t "$image" --format docker --isolation chroot \
   --build-arg "CUDA_IMAGE=$base" --build-arg "CUDA_TAG=$base_tag" --build-arg "CUDA_DIGEST=$digest"
-say "built $image in $(( $(date +%s) - start )) s"
+say "built $image in $(( $(date +%s) - start )) s, $(podman image inspect --format '{{.Size}}' "$image") bytes; its layers:"
+podman history --format '{{.Size}}\t{{.CreatedBy}}' "$image" | awk -F'\t' '$1 !~ /^0 ?B$/' | cut -c1-100 >&2
 
 [ -x .venv/bin/python ] || bash scripts/install.sh --dev --venv .venv
 GPT4ALLJ_KIT_TEST_IMAGE="$image" .venv/bin/python -m pytest tests/container/test_image.py -v

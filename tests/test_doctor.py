@@ -10,9 +10,12 @@ from gpt4allj_kit import doctor, paths
 from gpt4allj_kit.config import load_profile, load_train_config
 from gpt4allj_kit.doctor import Disk, Gpu, OpStatus, Report
 from gpt4allj_kit.errors import EnvironmentNotReady
+from packaging.utils import canonicalize_name
 
 SECRET = "secretvalue"
-LOCKED_PYTHON = ".".join(map(str, paths.locked_python() or (3, 12)))
+LOCKED = paths.locked_python()
+assert LOCKED, "no .python-version in the checkout"
+LOCKED_PYTHON = ".".join(map(str, LOCKED))
 
 
 def test_smoke_runs_here_and_the_token_is_never_printed(kit_cli) -> None:
@@ -182,10 +185,16 @@ def test_lock_drift_ignores_the_copies_setuptools_vendors() -> None:
     assert vendored, "setuptools no longer vendors distributions: this test checks nothing"
     check = doctor.lock_drift()
     assert check.drift == [], check.drift
-    assert "_vendor" not in " ".join(doctor.installed_versions())
+    installed = doctor.installed_versions()
+    shadowed = [d.metadata["Name"] for d in vendored if canonicalize_name(d.metadata["Name"]) in installed]
+    assert shadowed, "no vendored copy shares a name with an installed distribution: this checks nothing"
+    for name in shadowed:  # the installed distribution of that name wins, as it does for imports
+        assert installed[canonicalize_name(name)] == importlib.metadata.version(name), name
 
 
-def test_the_python_note_names_the_minor_of_python_version() -> None:
-    assert paths.locked_python() == tuple(
-        int(p) for p in (paths.project_root() / ".python-version").read_text().split(".")[:2]
-    )
+def test_a_python_other_than_the_locked_minor_is_noted() -> None:
+    full = load_profile("full")
+    assert not [n for n in doctor.verdict(full, _machine()).notes if "the lock is for Python" in n]
+    other = _machine().model_copy(update={"python": f"{LOCKED[0]}.{LOCKED[1] - 1}.9"})
+    notes = [n for n in doctor.verdict(full, other).notes if "the lock is for Python" in n]
+    assert notes == [f"Python {LOCKED[0]}.{LOCKED[1] - 1}.9: the lock is for Python {LOCKED_PYTHON}"]

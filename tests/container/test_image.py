@@ -209,10 +209,13 @@ def test_a_run_time_token_reaches_the_run_and_appears_in_no_output_cache_or_log(
     assert environment["secrets_set"]["HF_TOKEN"] is True
     assert environment["secrets_set"]["WANDB_API_KEY"] is True
     assert _hits((smoke.result.stdout + smoke.result.stderr).encode()) == []
-    leaks = [f"{p}: {_hits(p.read_bytes())}" for p in _tree(smoke.outputs, smoke.cache)
-             if p.is_file() and not p.is_symlink() and _hits(p.read_bytes())]  # fmt: skip
+    written = _tree(smoke.outputs, smoke.cache)
+    leaks = []
+    for path in written:
+        if path.is_file() and not path.is_symlink() and (hits := _hits(path.read_bytes())):
+            leaks.append(f"{path}: {hits}")
     assert not leaks, leaks
-    stored = [str(p) for p in _tree(smoke.outputs, smoke.cache) if str(p).endswith(TOKEN_FILES)]
+    stored = [str(p) for p in written if str(p).endswith(TOKEN_FILES)]
     assert not stored, stored
 
 
@@ -290,15 +293,12 @@ def _compose_run_argv(service: str) -> list[str]:
         argv.append("--init")
     if spec.get("ipc"):
         argv += ["--ipc", spec["ipc"]]
+    memlock = resource.getrlimit(resource.RLIMIT_MEMLOCK)[1]
     for name, value in spec.get("ulimits", {}).items():
-        hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)[1] if name == "memlock" else None
-        if isinstance(value, dict):
-            soft, high = value["soft"], value["hard"]
-        else:
-            soft = high = value
-        if hard is not None and hard != resource.RLIM_INFINITY:
-            soft, high = hard, hard
-        argv += ["--ulimit", f"{name}={soft}:{high}"]
+        soft, hard = (value["soft"], value["hard"]) if isinstance(value, dict) else (value, value)
+        if name == "memlock" and memlock != resource.RLIM_INFINITY:
+            soft = hard = memlock
+        argv += ["--ulimit", f"{name}={soft}:{hard}"]
     argv += [arg for name in spec.get("environment", {}) for arg in ("-e", name)]  # passed through if set
     volume = f"gpt4allj-kit-test-compose-{secrets.token_hex(4)}"
     for mount in spec.get("volumes", []):
