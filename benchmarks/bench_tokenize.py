@@ -27,6 +27,7 @@ import datasets
 import numpy as np
 from gpt4allj_kit import data, paths
 from gpt4allj_kit.assets import synthetic_rows, tiny_assets
+from gpt4allj_kit.recipe import VALIDATION_FRACTION
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 BATCH_ROWS = 1000  # datasets.map's default batch size, what split_and_tokenize hands encode_arrays
@@ -77,7 +78,7 @@ def padding_waste(
 ) -> dict[str, float]:
     """Non-pad token fractions over the training split's batches, in the order training reads them."""
     raw = datasets.Dataset.from_list(rows)
-    train = raw.train_test_split(test_size=data.TEST_SIZE, seed=seed)["train"]
+    train = raw.train_test_split(test_size=VALIDATION_FRACTION, seed=seed)["train"]
     arrays = data.encode_arrays(tokenizer, train["prompt"], train["response"], max_length)
     lengths = arrays.attention_mask.sum(axis=1)
     collate = data.dynamic_padding_collator(data.pad_token_id(tokenizer))

@@ -22,10 +22,10 @@ from pydantic import BaseModel, ConfigDict
 
 from gpt4allj_kit.errors import ConfigError
 from gpt4allj_kit.published import Column, PublishedTable, Row, average, load_published_table
+from gpt4allj_kit.recipe import DEFAULT_REVISION
 
 SUMMARY_NAME = "summary.json"
 RESULTS_NAME = "results.json"
-DEFAULT_AGAINST = "v1.2-jazzy"
 NOT_COMPARABLE_NOTE = "a tiny random model is not comparable with the published numbers"
 SIGMAS = 2.0
 RULE = (
@@ -333,7 +333,7 @@ def default_against(measured: Measured, table: PublishedTable, fallback: str | N
         same_model = bool(row.model and measured.model and row.model.lower() == measured.model.lower())
         if same_model and (row.revision or "main") == (measured.revision or "main"):
             return row
-    return table.row(fallback or DEFAULT_AGAINST)
+    return table.row(fallback or DEFAULT_REVISION)
 
 
 def regenerated_table(

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gpt4allj_kit import paths
 from gpt4allj_kit.errors import ConfigError
+from gpt4allj_kit.recipe import DEFAULT_REVISION
 
 # Upstream ships "# CHANGE" (read by YAML as null); users often leave "CHANGE", "<path>" or "TODO".
 _PLACEHOLDER = re.compile(r"^\s*(#\s*)?(change(\s*me)?|todo|fixme|xxx|<[^>]*>|\.\.\.)\s*$", re.IGNORECASE)
@@ -72,7 +73,7 @@ class TrainConfig(_Strict):
     seed: int = 42
 
     # kit additions
-    revision: str = "v1.2-jazzy"
+    revision: str = DEFAULT_REVISION
     model_revision: str = "main"
     padding: Literal["faithful", "dynamic"] = "faithful"
     trust_remote_code: bool = False

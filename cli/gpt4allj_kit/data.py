@@ -30,6 +30,7 @@ import numpy as np
 
 from gpt4allj_kit.errors import ConfigError
 from gpt4allj_kit.files import sha256_file
+from gpt4allj_kit.recipe import VALIDATION_FRACTION
 
 if TYPE_CHECKING:
     import datasets
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
     from gpt4allj_kit.config import TrainConfig
 
 IGNORE_INDEX = -100
-TEST_SIZE = 0.05
 REQUIRED_COLUMNS = ("prompt", "response")
 MODEL_COLUMNS = ("input_ids", "attention_mask", "labels")
 UPSTREAM_EOS = "</s>"
@@ -474,7 +474,7 @@ def split_and_tokenize(
     """
     num_proc = 1 if config.streaming else config.num_proc
     tokenized = tokenize_dataset(raw, tokenizer, config.max_length, num_proc=num_proc)
-    split = tokenized.train_test_split(test_size=TEST_SIZE, seed=config.seed)
+    split = tokenized.train_test_split(test_size=VALIDATION_FRACTION, seed=config.seed)
     return DatasetSplits(train=split["train"], validation=split["test"])
 
 

@@ -6,12 +6,15 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    """Exit codes shared by every command."""
+    """Exit codes shared by every command: 0 ok, 1 results differ (only when asked to fail on it),
+    2 usage or config error, 3 this environment cannot run it, 4 internal error (a bug), 130 interrupted."""
 
     OK = 0
     RESULTS_DIFFER = 1
     USAGE = 2
     ENVIRONMENT = 3
+    INTERNAL = 4
+    INTERRUPTED = 130
 
 
 class KitError(Exception):

@@ -22,17 +22,10 @@ from typing import Any
 from gpt4allj_kit import paths
 from gpt4allj_kit.errors import ConfigError, HubError
 from gpt4allj_kit.files import atomic_write_json, atomic_write_text, disk_errors
+from gpt4allj_kit.recipe import ASSET_REPOS, EVAL_TASKS
 
 LOCK_NAME = paths.LOCK_NAME
 LOCK_VERSION = 1
-KNOWN_REVISIONS = ("v1.0", "v1.1-breezy", "v1.2-jazzy", "v1.3-groovy", "main")
-# What `fetch --what` names: (repo_id, repo_type). `tasks` is resolved from the installed lm-eval task YAMLs.
-KNOWN_ASSETS = {
-    "data": ("nomic-ai/gpt4all-j-prompt-generations", "dataset"),
-    "model": ("nomic-ai/gpt4all-j", "model"),
-    "base": ("EleutherAI/gpt-j-6B", "model"),
-}
-EVAL_TASKS = ("boolq", "piqa", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa")
 
 # Model repos carry the same weights in several formats; the kit takes one and the files around it.
 _MODEL_SIDE_FILES = (
@@ -797,9 +790,9 @@ def asset_requests(
     requests: list[AssetRequest] = []
     for item in what:
         if item in ("data", "model"):
-            requests.append(AssetRequest(item, *KNOWN_ASSETS[item], revision))
+            requests.append(AssetRequest(item, *ASSET_REPOS[item], revision))
         elif item == "base":
-            requests.append(AssetRequest(item, *KNOWN_ASSETS[item], base_revision))
+            requests.append(AssetRequest(item, *ASSET_REPOS[item], base_revision))
         elif item == "tasks":
             configs: dict[str, list[str]] = {}
             for task in task_datasets():

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from gpt4allj_kit import paths
 from gpt4allj_kit.config import load_yaml, validate
 from gpt4allj_kit.errors import ConfigError
+from gpt4allj_kit.recipe import EVAL_TASKS
 
 
 class _Frozen(BaseModel):
@@ -46,6 +47,13 @@ class PublishedTable(_Frozen):
     unit: Literal["percent"]
     columns: tuple[Column, ...] = Field(min_length=1)
     rows: tuple[Row, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _columns_are_the_suite(self) -> PublishedTable:
+        tasks = tuple(c.task for c in self.columns)
+        if tasks != EVAL_TASKS:
+            raise ValueError(f"columns' tasks {', '.join(tasks)} are not the suite {', '.join(EVAL_TASKS)}")
+        return self
 
     @model_validator(mode="after")
     def _every_row_has_every_column(self) -> PublishedTable:

@@ -20,7 +20,6 @@ from typing import Any
 
 from gpt4allj_kit import paths
 from gpt4allj_kit.compare import (
-    DEFAULT_AGAINST,
     NOT_COMPARABLE_NOTE,
     Comparison,
     combined_table,
@@ -34,6 +33,7 @@ from gpt4allj_kit.errors import ConfigError, KitError
 from gpt4allj_kit.files import atomic_write_bytes, atomic_write_text, sha256_file
 from gpt4allj_kit.manifest import now_iso, write_manifest
 from gpt4allj_kit.published import PublishedTable, load_published_table
+from gpt4allj_kit.recipe import DEFAULT_REVISION
 from gpt4allj_kit.render import (
     e,
     html_fragment,
@@ -325,7 +325,7 @@ def _comparisons(
     against: str | None,
     problems: list[str],
 ) -> list[Comparison]:
-    fallback = _run_revision(contents, manifests, table) or DEFAULT_AGAINST
+    fallback = _run_revision(contents, manifests, table) or DEFAULT_REVISION
     forced = table.row(against) if against else None
     smoke = _is_smoke(manifests)
     result = []

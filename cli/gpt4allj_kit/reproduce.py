@@ -23,13 +23,11 @@ from gpt4allj_kit.errors import ConfigError, EnvironmentNotReady, ExitCode, KitE
 from gpt4allj_kit.files import atomic_write_text, sha256_file
 from gpt4allj_kit.manifest import now_iso, write_manifest
 from gpt4allj_kit.published import PublishedTable, Row, load_published_table
+from gpt4allj_kit.recipe import BASE_REPO, MODEL_REPO, ROW_OF_REVISION
 from gpt4allj_kit.runstate import STAGES, RunState, load_state, save_state, state_path
 
 TRAIN_DIR, EVAL_DIR, COMPARE_DIR, REPORT_DIR, FIXTURES_DIR = "train", "eval", "compare", "report", "fixtures"
-MODEL_REPO, BASE_REPO = "nomic-ai/gpt4all-j", "EleutherAI/gpt-j-6B"
 NOT_COMPARABLE = "a tiny random model trained on synthetic data is not comparable with the published numbers"
-# The model repo's `main` is v1.0 (model card); the table has no row named main.
-_ROW_FOR_REVISION = {"main": "v1.0"}
 
 
 @dataclass(frozen=True)
@@ -410,7 +408,7 @@ def row_for_revision(table: PublishedTable, revision: str, against: str | None) 
     if against:
         return table.row(against)
     try:
-        return table.row(_ROW_FOR_REVISION.get(revision, revision))
+        return table.row(ROW_OF_REVISION.get(revision, revision))
     except ConfigError:
         raise ConfigError(
             f"revision '{revision}' has no row in the published table; pass --against ROW "

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 from gpt4allj_kit.assets import TinyAssets
-from gpt4allj_kit.evaluate.fixtures import COMMON_SENSE_TASKS, task_fixtures
+from gpt4allj_kit.evaluate.fixtures import task_fixtures
+from gpt4allj_kit.recipe import EVAL_TASKS
 
 LIMIT = 2
 BATCH = 4
@@ -68,7 +69,7 @@ def runs(tiny: TinyAssets, eval_fixtures: Path, tmp_path_factory: pytest.TempPat
     for name in ("epoch_1", "final"):
         shutil.copytree(tiny.model_dir, train_dir / name)
     (train_dir / "metrics.jsonl").write_text("")
-    tasks = ",".join(COMMON_SENSE_TASKS)
+    tasks = ",".join(EVAL_TASKS)
     kit_out = base / "kit"
     done = kit(
         "eval", "--model", str(train_dir), "--tasks", "common-sense", "--limit", str(LIMIT),

@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gpt4allj_kit.evaluate.fixtures import COMMON_SENSE_TASKS, EVAL_SPLIT, task_fixtures
+from gpt4allj_kit.evaluate.fixtures import EVAL_SPLIT, task_fixtures
 from gpt4allj_kit.evaluate.harness import parse_tasks, resolve_models, task_metrics
 from gpt4allj_kit.files import sha256_file
+from gpt4allj_kit.recipe import EVAL_TASKS
 
 pytestmark = pytest.mark.slow
 
@@ -31,16 +32,14 @@ def test_training_dir_evaluates_every_epoch_and_final(runs: Any) -> None:
     for label in labels:
         for name in ("results.json", "summary.json", "manifest.json", "lm-eval.log"):
             assert (runs.kit_out / label / name).is_file(), (label, name)
-        assert sorted(p.stem for p in (runs.kit_out / label / "samples").iterdir()) == sorted(
-            COMMON_SENSE_TASKS
-        )
+        assert sorted(p.stem for p in (runs.kit_out / label / "samples").iterdir()) == sorted(EVAL_TASKS)
     assert "epoch_1: zero-shot" in runs.kit_stdout and "final: zero-shot" in runs.kit_stdout
 
 
 def test_numbers_equal_the_lm_eval_command_line(runs: Any) -> None:
     ours = _json(runs.kit_out / "final" / "results.json")
     theirs = _json(runs.cli_results)
-    assert set(ours["results"]) == set(COMMON_SENSE_TASKS)
+    assert set(ours["results"]) == set(EVAL_TASKS)
     assert ours["results"] == theirs["results"]
     assert ours["n-samples"] == theirs["n-samples"]
     assert ours["versions"] == theirs["versions"]
@@ -52,7 +51,7 @@ def test_numbers_equal_the_lm_eval_command_line(runs: Any) -> None:
 
 def test_every_task_ran_its_real_definition_on_the_fixtures(runs: Any) -> None:
     results = _json(runs.kit_out / "final" / "results.json")
-    for task in COMMON_SENSE_TASKS:
+    for task in EVAL_TASKS:
         config = results["configs"][task]
         assert config["task"] == task
         assert config["dataset_path"] == "json"
@@ -83,7 +82,7 @@ def test_summary_and_manifest(runs: Any, tiny) -> None:
     assert summary["model"] == str(runs.train_dir.resolve() / "final")
     assert summary["suite"] == "common-sense"
     assert summary["lm_eval_version"] == "0.4.13"
-    for task in COMMON_SENSE_TASKS:
+    for task in EVAL_TASKS:
         assert summary["tasks"][task] == task_metrics(results["results"][task])
         assert summary["tasks"][task]["acc"] == results["results"][task]["acc,none"]
         assert 0.0 <= summary["tasks"][task]["acc"] <= 1.0
@@ -114,7 +113,7 @@ def test_fixtures_are_deterministic_in_the_seed(tmp_path: Path) -> None:
 
 
 def test_task_specs() -> None:
-    assert parse_tasks("common-sense") == COMMON_SENSE_TASKS
+    assert parse_tasks("common-sense") == EVAL_TASKS
     assert parse_tasks("piqa, boolq,piqa") == ("piqa", "boolq")
 
 

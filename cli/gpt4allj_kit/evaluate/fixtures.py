@@ -17,16 +17,7 @@ from typing import Any
 import yaml
 
 from gpt4allj_kit.files import atomic_write_text
-
-COMMON_SENSE_TASKS: tuple[str, ...] = (
-    "boolq",
-    "piqa",
-    "hellaswag",
-    "winogrande",
-    "arc_easy",
-    "arc_challenge",
-    "openbookqa",
-)
+from gpt4allj_kit.recipe import EVAL_TASKS
 
 # The installed YAML of each task (relative to lm_eval/tasks) and the split its definition evaluates.
 TASK_YAML: dict[str, str] = {
@@ -206,13 +197,13 @@ def task_fixtures(root: Path, seed: int, n: int) -> Path:
     if n < 1:
         raise ValueError("fixtures need at least one document per task")
     fixtures = Fixtures(root=Path(root).resolve(), seed=seed, n=n)
-    for task in COMMON_SENSE_TASKS:
+    for task in EVAL_TASKS:
         rows = fixture_rows(task, seed, n)
         data_file = fixtures.data_file(task)
         atomic_write_text(data_file, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
         yaml_text = wrapper_task_yaml(installed_task_yaml(task), task, local_data_overrides(task, data_file))
         atomic_write_text(fixtures.include_path / f"{task}.yaml", yaml_text)
-    info = {"fixtures_version": FIXTURES_VERSION, "seed": seed, "n": n, "tasks": list(COMMON_SENSE_TASKS)}
+    info = {"fixtures_version": FIXTURES_VERSION, "seed": seed, "n": n, "tasks": list(EVAL_TASKS)}
     atomic_write_text(fixtures.root / "fixtures.json", json.dumps(info, indent=2) + "\n")
     return fixtures.include_path
 

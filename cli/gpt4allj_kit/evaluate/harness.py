@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gpt4allj_kit.errors import ConfigError, EnvironmentNotReady
-from gpt4allj_kit.evaluate.fixtures import COMMON_SENSE_TASKS, read_fixtures_info, wrapper_task_yaml
+from gpt4allj_kit.evaluate.fixtures import read_fixtures_info, wrapper_task_yaml
 from gpt4allj_kit.files import atomic_dir, atomic_write_json, atomic_write_text, sha256_file
 from gpt4allj_kit.manifest import now_iso, write_manifest
+from gpt4allj_kit.recipe import EVAL_TASKS
 
-SUITE_ALIASES: dict[str, tuple[str, ...]] = {"common-sense": COMMON_SENSE_TASKS}
+SUITE_ALIASES: dict[str, tuple[str, ...]] = {"common-sense": EVAL_TASKS}
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 _EPOCH_DIR = re.compile(r"^epoch_(\d+)$")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -59,7 +60,7 @@ class ModelSource:
 
 @dataclass(frozen=True)
 class EvalOptions:
-    tasks: tuple[str, ...] = COMMON_SENSE_TASKS
+    tasks: tuple[str, ...] = EVAL_TASKS
     batch_size: int | Literal["auto"] = "auto"
     limit: int | None = None
     device: str = "auto"
@@ -248,9 +249,9 @@ def check_tasks_known(tasks: tuple[str, ...], manager: Any) -> None:
     known = set(manager.all_subtasks)
     for task in tasks:
         if task not in known:
-            close = difflib.get_close_matches(task, sorted(known | set(COMMON_SENSE_TASKS)), n=1)
+            close = difflib.get_close_matches(task, sorted(known | set(EVAL_TASKS)), n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
-            raise ConfigError(f"unknown task {task!r}{hint}; common-sense = {','.join(COMMON_SENSE_TASKS)}")
+            raise ConfigError(f"unknown task {task!r}{hint}; common-sense = {','.join(EVAL_TASKS)}")
 
 
 @contextlib.contextmanager
@@ -392,7 +393,7 @@ def build_summary(
         "revision": source.revision,
         "sha": source.sha,
         "label": source.label,
-        "suite": "common-sense" if set(options.tasks) == set(COMMON_SENSE_TASKS) else "custom",
+        "suite": "common-sense" if set(options.tasks) == set(EVAL_TASKS) else "custom",
         "tasks": {task: task_metrics(results["results"][task]) for task in options.tasks},
         "n_samples": {task: results.get("n-samples", {}).get(task) for task in options.tasks},
         "limit": options.limit,

@@ -21,11 +21,10 @@ from typing import Any
 from gpt4allj_kit import paths
 from gpt4allj_kit.config import LaunchConfig, Profile, TrainConfig, load_profile, load_train_config
 from gpt4allj_kit.errors import ConfigError
+from gpt4allj_kit.recipe import REFERENCE_GLOBAL_BATCH, VALIDATION_FRACTION
 from gpt4allj_kit.train import optim
 
 TRAIN_SCRIPT = "train.py"
-REFERENCE_GLOBAL_BATCH = 256  # 32 per device x 8 A100 x accumulation 1, as published
-VALIDATION_FRACTION = 0.05
 
 
 def accelerate_command(
