@@ -15,7 +15,7 @@ SMOKE_MAX_LENGTH = 128  # configs/profiles/smoke.yaml
 
 def test_same_seed_in_two_processes_is_byte_identical(tmp_path: Path, kit_cli) -> None:
     # One copy from the CLI in a fresh process, one from this (test) process.
-    result = kit_cli("assets", "--seed", "7", "--rows", "300", "--out", str(tmp_path / "cli"), "--json")
+    result = kit_cli("assets", "--seed", "7", "--rows", "300", "--output", str(tmp_path / "cli"), "--json")
     assert result.returncode == 0, result.stderr
     reported = json.loads(result.stdout)
     assert (reported["seed"], reported["rows"]) == (7, 300)

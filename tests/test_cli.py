@@ -31,7 +31,7 @@ def test_usage_errors_exit_2_without_traceback(kit_cli) -> None:
 
 def test_assets_renders_paths_and_checksums(tiny: TinyAssets) -> None:
     # The session's tiny assets are reused (not rebuilt) when asked for under the same folder.
-    args = ["assets", "--out", str(tiny.root.parent), "--seed", str(tiny.seed), "--rows", "3000"]
+    args = ["assets", "--output", str(tiny.root.parent), "--seed", str(tiny.seed), "--rows", "3000"]
     table = runner.invoke(app, args)
     assert table.exit_code == 0, table.output
     assert str(tiny.model_dir) in table.output and "model/model.safetensors" in table.output

@@ -279,6 +279,10 @@ def load_train_config(
     return validate(TrainConfig, data, source)
 
 
+# What --profile means when it is not given: the published recipe.
+DEFAULT_PROFILE = "full"
+
+
 def load_profile(name_or_path: str) -> Profile:
     """A profile by name (configs/profiles/NAME.yaml) or by path."""
     candidate = Path(name_or_path)

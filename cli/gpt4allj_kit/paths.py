@@ -58,6 +58,11 @@ def locked_python() -> tuple[int, int] | None:
         return None
 
 
+def default_output(stage: str) -> Path:
+    """Where a stage writes when no --output is given: `outputs/<stage>` under the current directory."""
+    return Path("outputs") / stage
+
+
 def kit_cache_dir() -> Path:
     """The kit's own cache (tiny assets, fixtures); the hub cache stays where HF_HOME says."""
     base = os.environ.get("GPT4ALLJ_KIT_CACHE") or os.path.join(

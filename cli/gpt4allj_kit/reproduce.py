@@ -43,7 +43,7 @@ class ReproduceRequest:
     command: str = "gpt4allj-kit reproduce"
 
     def run_dir(self) -> Path:
-        default = Path("outputs") / "reproduce" / f"{Path(self.profile).stem}-{self.revision}"
+        default = paths.default_output("reproduce") / f"{Path(self.profile).stem}-{self.revision}"
         return (self.output or default).expanduser().resolve()
 
 

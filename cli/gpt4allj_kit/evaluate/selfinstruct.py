@@ -21,6 +21,7 @@ import math
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -211,6 +212,38 @@ def summarize(rows: list[dict[str, Any]], mode: Mode) -> dict[str, Any]:
         ),
         "stride": STRIDE,
     }
+
+
+def evaluate_models(
+    sources: list[Any],
+    data: Path,
+    output: Path,
+    *,
+    mode: Mode,
+    device: str,
+    dtype: str,
+    command: list[str],
+    progress: Callable[[str, int, int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Evaluates each model in turn (`progress(label, done, total)`); the data is checked before any model
+    is loaded, so a bad file is one line, not a failure after minutes of loading."""
+    from gpt4allj_kit.evaluate.harness import resolve_device
+
+    read_examples(data)
+    on_device = resolve_device(device)
+    return [
+        evaluate_self_instruct(
+            source,
+            data,
+            output,
+            mode=mode,
+            device=on_device,
+            dtype=dtype,
+            command=command,
+            progress=None if progress is None else partial(progress, source.label),
+        )
+        for source in sources
+    ]
 
 
 def evaluate_self_instruct(
