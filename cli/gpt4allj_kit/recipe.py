@@ -6,6 +6,7 @@ fraction and the published global batch: every other module imports them from he
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 MODEL_REPO = "nomic-ai/gpt4all-j"
@@ -26,9 +27,27 @@ DEFAULT_REVISION = "v1.2-jazzy"
 # The model repo's `main` is v1.0 (its model card); the published table has no row named main.
 ROW_OF_REVISION = {"main": "v1.0"}
 
-# The technical report's zero-shot common-sense suite, as lm-evaluation-harness task names, in the
-# published table's column order.
-EVAL_TASKS = ("boolq", "piqa", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa")
+
+@dataclass(frozen=True)
+class EvalTask:
+    """One task of the suite: its lm-evaluation-harness name, its installed definition and its split."""
+
+    name: str
+    yaml: str  # relative to lm_eval/tasks
+    split: str  # the split the definition evaluates
+
+
+# The technical report's zero-shot common-sense suite, in the published table's column order.
+EVAL_SUITE = (
+    EvalTask("boolq", "super_glue/boolq/default.yaml", "validation"),
+    EvalTask("piqa", "piqa/piqa.yaml", "validation"),
+    EvalTask("hellaswag", "hellaswag/hellaswag.yaml", "validation"),
+    EvalTask("winogrande", "winogrande/default.yaml", "validation"),
+    EvalTask("arc_easy", "arc/arc_easy.yaml", "test"),
+    EvalTask("arc_challenge", "arc/arc_challenge.yaml", "test"),
+    EvalTask("openbookqa", "openbookqa/openbookqa.yaml", "test"),
+)
+EVAL_TASKS = tuple(task.name for task in EVAL_SUITE)
 
 # Upstream's train.py: train_test_split(test_size=0.05, seed=seed).
 VALIDATION_FRACTION = 0.05

@@ -17,29 +17,10 @@ from typing import Any
 import yaml
 
 from gpt4allj_kit.files import atomic_write_text
-from gpt4allj_kit.recipe import EVAL_TASKS
+from gpt4allj_kit.recipe import EVAL_SUITE, EVAL_TASKS
 
-# The installed YAML of each task (relative to lm_eval/tasks) and the split its definition evaluates.
-TASK_YAML: dict[str, str] = {
-    "boolq": "super_glue/boolq/default.yaml",
-    "piqa": "piqa/piqa.yaml",
-    "hellaswag": "hellaswag/hellaswag.yaml",
-    "winogrande": "winogrande/default.yaml",
-    "arc_easy": "arc/arc_easy.yaml",
-    "arc_challenge": "arc/arc_challenge.yaml",
-    "openbookqa": "openbookqa/openbookqa.yaml",
-}
-EVAL_SPLIT: dict[str, str] = {
-    "boolq": "validation",
-    "piqa": "validation",
-    "hellaswag": "validation",
-    "winogrande": "validation",
-    "arc_easy": "test",
-    "arc_challenge": "test",
-    "openbookqa": "test",
-}
-# Tasks that evaluate on `test` also name a validation split; with local files there is none.
-_NO_VALIDATION = frozenset({"arc_easy", "arc_challenge", "openbookqa"})
+TASK_YAML = {task.name: task.yaml for task in EVAL_SUITE}
+EVAL_SPLIT = {task.name: task.split for task in EVAL_SUITE}
 FIXTURES_VERSION = 1
 
 _WORDS = (
@@ -167,7 +148,8 @@ def local_data_overrides(task: str, data_file: Path) -> dict[str, Any]:
         "dataset_kwargs": {"data_files": {EVAL_SPLIT[task]: str(data_file)}},
         "training_split": None,
     }
-    if task in _NO_VALIDATION:
+    # Tasks that evaluate on `test` also name a validation split; with local files there is none.
+    if EVAL_SPLIT[task] == "test":
         overrides["validation_split"] = None
     return overrides
 
