@@ -20,7 +20,7 @@ from typing import Any
 from gpt4allj_kit import paths
 from gpt4allj_kit.config import Profile, load_profile
 from gpt4allj_kit.errors import ConfigError, EnvironmentNotReady, ExitCode, KitError
-from gpt4allj_kit.files import atomic_write_text, sha256_file
+from gpt4allj_kit.files import sha256_file
 from gpt4allj_kit.manifest import now_iso, write_manifest
 from gpt4allj_kit.published import PublishedTable, Row, load_published_table
 from gpt4allj_kit.recipe import BASE_REPO, MODEL_REPO, ROW_OF_REVISION
@@ -347,26 +347,21 @@ def _row_for(run: Run, label: str) -> Row:
 
 
 def stage_compare(run: Run) -> Outcome:
-    from gpt4allj_kit import render
-    from gpt4allj_kit.compare import compare_path
+    from gpt4allj_kit.compare.stage import write_comparisons
 
     compare_dir = run.run_dir / COMPARE_DIR
-    results: dict[str, Any] = {}
-    for label_dir in sorted(p for p in (run.run_dir / EVAL_DIR).iterdir() if (p / "summary.json").is_file()):
-        comparison = compare_path(
-            label_dir,
-            _row_for(run, label_dir.name).name,
-            note=NOT_COMPARABLE if run.tiny else None,
-            comparable=False if run.tiny else None,
-            table=run.table,
-        )
-        atomic_write_text(compare_dir / f"{label_dir.name}.json", render.json_text(comparison))
-        atomic_write_text(compare_dir / f"{label_dir.name}.md", render.markdown(comparison))
-        results[label_dir.name] = comparison
+    written = write_comparisons(
+        run.run_dir / EVAL_DIR,
+        compare_dir,
+        against=lambda label: _row_for(run, label),
+        table=run.table,
+        note=NOT_COMPARABLE if run.tiny else None,
+        comparable=False if run.tiny else None,
+        command=run.request.command,
+    )
+    results = written.comparisons
     run.facts["comparisons"] = {label: c.differing for label, c in results.items()}
-    headline = results.get("final") or next(iter(results.values()), None)
-    if headline is None:
-        raise ConfigError(f"no evaluation results under {run.run_dir / EVAL_DIR}")
+    headline = results.get("final") or next(iter(results.values()))
     cells = len(headline.cells)
     key = (
         "not comparable (tiny model)"
@@ -380,11 +375,10 @@ def stage_compare(run: Run) -> Outcome:
 
 
 def stage_report(run: Run) -> Outcome:
-    from gpt4allj_kit.report import build_report
+    from gpt4allj_kit.report.build import build_report
 
-    result = build_report(
-        run.run_dir, run.run_dir / REPORT_DIR, against=run.row.name, command=run.request.command
-    )
+    # The comparisons are the compare stage's (compare/); the report reads them rather than choosing a row.
+    result = build_report(run.run_dir, run.run_dir / REPORT_DIR, command=run.request.command, table=run.table)
     return Outcome(
         key="html + markdown + png", path=result.html, detail=f"{len(result.missing)} missing item(s)"
     )
@@ -496,7 +490,9 @@ def _close(record: Any, clock: float) -> None:
 
 def differs(run_dir: Path) -> bool:
     """Whether a comparable comparison of the run has a differing cell (for --fail-on-diff)."""
-    for file in (run_dir / COMPARE_DIR).glob("*.json"):
+    from gpt4allj_kit.compare.stage import comparison_files
+
+    for file in comparison_files(run_dir / COMPARE_DIR).values():
         data = json.loads(file.read_text(encoding="utf-8"))
         if data.get("measured", {}).get("comparable", True) and data.get("differing"):
             return True

@@ -7,10 +7,10 @@ import re
 from pathlib import Path
 
 import pytest
-from gpt4allj_kit import render
 from gpt4allj_kit.compare import compare_path, read_measured
 from gpt4allj_kit.errors import ConfigError
 from gpt4allj_kit.published import PublishedTable
+from gpt4allj_kit.report import render
 
 STDERR_PCT = 1.2
 
@@ -148,20 +148,20 @@ def test_markdown_json_html_renderings(write_results, table) -> None:
     values["hellaswag"] += 3 * STDERR_PCT
     c = compare_path(write_results(values), "v1.2-jazzy", table=table)
 
-    md = render.markdown(c)
+    md = render.comparison_markdown(c)
     assert "| HellaSwag | acc_norm | 63.6 | 67.20 | +3.60 | 1.20 | 1000 | differs |" in md
     assert "| BoolQ | acc | 74.8 | 74.80 | +0.00 | 1.20 | 1000 | reproduced |" in md
     assert md.count("◀ ours") == 1 and "**ours: " in md
     assert all(name in md for name in table.row_names)
 
-    data = json.loads(render.json_text(c))
+    data = json.loads(c.to_json())
     assert data["against"] == "GPT4All-J v1.2-jazzy" and data["differing"] == ["HellaSwag"]
     assert (
         data["reproduced"] is False and len(data["cells"]) == 7 and len(data["table"]) == len(table.rows) + 1
     )
     assert data["average"]["stderr"] == pytest.approx(STDERR_PCT / 7**0.5)
 
-    page = render.html_document(c)
+    page = render.comparison_html(c)
     assert page.startswith("<!DOCTYPE html>") and '<tr class="ours">' in page
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
     assert "<script" not in page and '<span class="differs">differs</span>' in page
@@ -188,7 +188,7 @@ def test_directory_with_summary_and_a_tiny_models_note(tmp_path: Path, write_res
     c = compare_path(tmp_path / "eval", "v1.2-jazzy", table=table)
     assert c.measured.label == "final" and not c.measured.comparable
     assert "a tiny random model is not comparable" in c.notes[0]
-    assert "a tiny random model is not comparable" in render.markdown(c)
+    assert "a tiny random model is not comparable" in render.comparison_markdown(c)
     proc = kit("compare", tmp_path / "eval", "--against", "v1.2-jazzy")
     assert proc.returncode == 0 and "a tiny random model is not comparable" in proc.stdout
     noted = kit(
@@ -216,3 +216,15 @@ def test_directory_with_several_results_is_refused(tmp_path: Path, write_results
     write_results(jazzy(table), name="b/results.json")
     with pytest.raises(ConfigError, match="several results"):
         compare_path(tmp_path, table=table)
+
+
+def test_results_on_task_fixtures_are_not_comparable(tmp_path: Path, write_results, table) -> None:
+    write_results(jazzy(table), name="final/results.json")
+    summary = {"label": "final", "model": "/runs/x/final", "fixtures": "/runs/x/fixtures"}
+    (tmp_path / "final" / "summary.json").write_text(json.dumps(summary))
+    c = compare_path(tmp_path / "final", "v1.2-jazzy", table=table)
+    assert not c.measured.comparable
+    assert c.notes == (
+        "evaluated on the task fixtures in /runs/x/fixtures, not the published test sets: "
+        "not comparable with the published numbers",
+    )

@@ -13,10 +13,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from gpt4allj_kit.compare.stage import write_comparisons
 from gpt4allj_kit.errors import ConfigError
 from gpt4allj_kit.manifest import write_manifest
 from gpt4allj_kit.published import PublishedTable, load_published_table
-from gpt4allj_kit.report import build_report
+from gpt4allj_kit.report import build as report_build
+from gpt4allj_kit.report.build import build_report
 from PIL import Image
 
 KIT = Path(sys.executable).with_name("gpt4allj-kit")
@@ -198,3 +200,79 @@ def test_report_published_prints_every_row(table: PublishedTable) -> None:
     assert (
         "58.57" not in proc.stdout and "58.6" in proc.stdout
     )  # Avg computed, shown as published (1 decimal)
+
+
+def _compare_stage(run_dir: Path, table: PublishedTable) -> None:
+    write_comparisons(
+        run_dir / "eval",
+        run_dir / "compare",
+        against=lambda _label: table.row("v1.2-jazzy"),
+        table=table,
+        command="gpt4allj-kit reproduce --profile smoke",
+    )
+
+
+def test_report_reads_the_compare_stages_results(
+    run_dir: Path, table: PublishedTable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _compare_stage(run_dir, table)
+    stored = run_dir / "compare" / "final.json"
+    data = json.loads(stored.read_text())
+    next(c for c in data["cells"] if c["label"] == "BoolQ")["verdict"] = "differs"
+    stored.write_text(json.dumps(data))
+
+    def compare_again(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the report compared again instead of reading compare/")
+
+    monkeypatch.setattr(report_build, "compare_path", compare_again)
+    result = build_report(run_dir, command="test")
+    # Comparing final's numbers again would say reproduced; the report says what compare/ says.
+    assert not result.compared_here
+    assert [c.measured.label for c in result.comparisons] == ["epoch_1", "final"]
+    assert result.comparisons[1].differing == ["BoolQ"]
+    md, page = result.markdown.read_text(), result.html.read_text()
+    assert "| BoolQ | acc | 74.8 | 74.80 | +0.00 | 1.10 | — | differs |" in md
+    assert "| final | GPT4All-J v1.2-jazzy | 6/7 |" in md
+    assert "1 of 7 cells differ (BoolQ); average reproduced" in md and "1 of 7 cells differ (BoolQ)" in page
+    assert "gpt4allj-kit reproduce --profile smoke" in md  # the compare stage's manifest is shown
+    manifest = json.loads(result.manifest.read_text())
+    assert manifest["comparisons_from"] == "compare/"
+    assert "compare/final.json" in manifest["inputs"] and "eval/final/results.json" not in manifest["inputs"]
+    assert manifest["comparisons"][1] == {
+        "label": "final", "against": "GPT4All-J v1.2-jazzy", "reproduced": False, "differing": ["BoolQ"]
+    }  # fmt: skip
+
+
+def test_report_names_evals_the_compare_stage_has_not_compared(run_dir: Path, table: PublishedTable) -> None:
+    _compare_stage(run_dir, table)
+    write_eval(run_dir / "eval" / "epoch_2", table)
+    (run_dir / "compare" / "epoch_1.json").write_text("{torn")
+    result = build_report(run_dir, command="test")
+    assert [c.measured.label for c in result.comparisons] == ["final"]
+    assert any("eval 'epoch_2' has no comparison in compare/" in m for m in result.missing)
+    assert any(m.startswith("compare/epoch_1.json cannot be read") for m in result.missing)
+
+
+def test_against_cannot_overrule_the_compare_stage(run_dir: Path, table: PublishedTable) -> None:
+    _compare_stage(run_dir, table)
+    with pytest.raises(ConfigError, match=r"compare holds the comparisons \(against GPT4All-J v1.2-jazzy\)"):
+        build_report(run_dir, command="test", against="v1.3-groovy")
+    assert not (run_dir / "report").exists()
+    assert build_report(run_dir, command="test", against="v1.2-jazzy").comparisons
+
+
+def test_bare_eval_dir_is_compared_with_against(tmp_path: Path, table: PublishedTable) -> None:
+    write_eval(tmp_path / "evals" / "final", table)
+    result = build_report(tmp_path / "evals", command="test", against="v1.3-groovy")
+    assert result.compared_here and [c.against for c in result.comparisons] == ["GPT4All-J v1.3-groovy"]
+    manifest = json.loads(result.manifest.read_text())
+    assert manifest["comparisons_from"].startswith("compared here")
+    assert "final/results.json" in manifest["inputs"]
+
+
+def test_html_escapes_what_it_shows(tmp_path: Path, table: PublishedTable) -> None:
+    write_eval(tmp_path / "evals" / "<script>odd", table)
+    result = build_report(tmp_path / "evals", command="test")
+    page = result.html.read_text()
+    assert "<script" not in page and "ours: &lt;script&gt;odd" in page
+    assert "ours: <script>odd" in result.markdown.read_text()  # Markdown shows the label as it is

@@ -42,47 +42,32 @@ def compare_cmd(
 
     Printed, or written to the file --output with a manifest beside it.
     """
-    from gpt4allj_kit import render
     from gpt4allj_kit.compare import compare_path
-    from gpt4allj_kit.files import atomic_write_text
-    from gpt4allj_kit.manifest import now_iso, write_manifest
+    from gpt4allj_kit.compare.stage import write_comparison
+    from gpt4allj_kit.report import render
+    from gpt4allj_kit.report.view import summary
 
-    started = now_iso()
-    comparison = compare_path(results, against, note=note, comparable=False if not_comparable else None)
-    renderers = {
-        "table": lambda c: render.plain_text(render.rich_comparison(c)),
-        "markdown": render.markdown,
-        "json": render.json_text,
-        "html": render.html_document,
-    }
+    comparable = False if not_comparable else None
     if output is None:
+        comparison = compare_path(results, against, note=note, comparable=comparable)
         if fmt is CompareFormat.table:
-            console.print(render.rich_comparison(comparison))
+            console.print(render.comparison_renderable(comparison))
         else:
-            sys.stdout.write(renderers[fmt.value](comparison))
+            sys.stdout.write(render.comparison_text(comparison, fmt.value))
     else:
-        atomic_write_text(output, renderers[fmt.value](comparison))
-        manifest = output.with_name(f"{output.name}.manifest.json")
-        write_manifest(
-            manifest,
-            stage="compare",
+        written = write_comparison(
+            results,
+            output,
+            fmt=fmt.value,
+            against=against,
+            note=note,
+            comparable=comparable,
             command=sys.argv,
-            started=started,
-            input=str(results),
-            against=comparison.against,
-            format=fmt.value,
-            output=str(output),
-            reproduced=comparison.reproduced,
-            differing=comparison.differing,
         )
+        comparison = written.comparison
         console.print(
-            f"{comparison.ours_name} vs {comparison.against}: "
-            + (
-                "all 7 cells reproduced"
-                if comparison.reproduced
-                else f"differs: {', '.join(comparison.differing)}"
-            )
-            + f"\nwrote {output} (manifest {manifest.name})",
+            f"{comparison.ours_name} vs {comparison.against}: {summary(comparison)}"
+            f"\nwrote {output} (manifest {written.manifest.name})",
             highlight=False,
         )
     if fail_on_diff and not comparison.reproduced:
@@ -103,25 +88,23 @@ def report_cmd(
 
     They go to --output, by default RUN_DIR/report.
     """
-    from gpt4allj_kit import render
     from gpt4allj_kit.errors import ConfigError
     from gpt4allj_kit.published import load_published_table
+    from gpt4allj_kit.report import render
 
     if published:
-        table = load_published_table()
-        console.print(render.rich_published(render.published_rows(table), table.columns, table.title))
-        console.print("Sources: " + "; ".join(table.sources), style="dim", highlight=False)
+        console.print(render.published_table_renderable(load_published_table()))
         return
     if run_dir is None:
         raise ConfigError("report needs RUN_DIR (or --published to print the published table)")
-    from gpt4allj_kit.report import build_report
+    from gpt4allj_kit.report.build import build_report
+    from gpt4allj_kit.report.view import summary
 
     with console.status("building the report (charts, manifests)"):
         result = build_report(run_dir, output, against=against, command=sys.argv)
     console.print(f"{result.kind}: {run_dir}", highlight=False)
     for c in result.comparisons:
-        verdict = "all 7 cells reproduced" if c.reproduced else f"differs: {', '.join(c.differing)}"
-        console.print(f"  {c.ours_name} vs {c.against}: {verdict}", highlight=False)
+        console.print(f"  {c.ours_name} vs {c.against}: {summary(c)}", highlight=False)
     for item in result.missing:
         console.print(f"  missing: {item}", style="yellow", highlight=False)
     for path in (result.html, result.markdown, *result.pngs, result.manifest):

@@ -36,8 +36,8 @@ AgainstOption = Annotated[
     typer.Option(
         "--against",
         help="Published row to compare with: its name, an alias or a revision (e.g. v1.2-jazzy, base). "
-        "Default: the row of the evaluated model (model+revision), else the run's revision, "
-        f"else {DEFAULT_REVISION}.",
+        f"Default: the row of the evaluated model (model+revision), else {DEFAULT_REVISION}. "
+        "The report compares only a directory without compare/ results; it reads those.",
     ),
 ]
 SetOption = Annotated[

@@ -1,50 +1,33 @@
-"""Our zero-shot numbers against a row of the published table, cell by cell, judged by our stderr.
-
-A cell is `reproduced` when |ours - report| <= 2 * our stderr (percent points), `differs` otherwise. The
-report's metric is used per column (acc_norm for PIQA, HellaSwag, ARC-e, ARC-c, OBQA; acc for BoolQ and
-WinoGrande). The average is computed, never copied; its stderr assumes the seven tasks' errors are
-independent: sqrt(sum of squared stderrs) / 7.
+"""Our zero-shot numbers, read from lm-eval's results JSON or the kit's eval summary.
 
 Inputs: lm-eval's results JSON (0.4.x layout with "acc,none" keys, or the 0.3 layout with "acc" keys), the
-kit's `summary.json`, or a directory holding one of them.
+kit's `summary.json`, or a directory holding one of them. Each task's number is the published table's
+metric for its column, with lm-eval's stderr (fractions, as lm-eval reports them).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from gpt4allj_kit.errors import ConfigError
-from gpt4allj_kit.published import Column, PublishedTable, Row, average, load_published_table
-from gpt4allj_kit.recipe import DEFAULT_REVISION
+from gpt4allj_kit.published import PublishedTable, load_published_table
 
 SUMMARY_NAME = "summary.json"
 RESULTS_NAME = "results.json"
 NOT_COMPARABLE_NOTE = "a tiny random model is not comparable with the published numbers"
-SIGMAS = 2.0
-RULE = (
-    "reproduced when |Δ| ≤ 2·stderr (our stderr, percent points), differs otherwise; the average's stderr "
-    "is sqrt(Σ stderr²)/7, assuming the seven tasks' errors are independent"
-)
-# Floating-point slack so that a difference of exactly 2·stderr still counts as reproduced.
-_EPS = 1e-9
 
 Layout = Literal["lm-eval 0.4", "lm-eval 0.3", "kit summary"]
-Verdict = Literal["reproduced", "differs"]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-
-class Score(_Model):
+class Score(BaseModel):
     """One task's number as lm-eval reported it (fractions)."""
+
+    model_config = ConfigDict(frozen=True)
 
     task: str
     metric: str
@@ -53,8 +36,10 @@ class Score(_Model):
     n: int | None = None
 
 
-class Measured(_Model):
+class Measured(BaseModel):
     """Our numbers and where they came from."""
+
+    model_config = ConfigDict(frozen=True)
 
     source: str
     layout: Layout
@@ -67,69 +52,6 @@ class Measured(_Model):
     comparable: bool = True
     notes: tuple[str, ...] = ()
     scores: dict[str, Score]
-
-
-class Cell(_Model):
-    """One column of the comparison, in percent points."""
-
-    key: str
-    label: str
-    task: str
-    metric: str
-    reported: float
-    ours: float
-    delta: float
-    stderr: float
-    verdict: Verdict
-    n: int | None = None
-
-
-class AverageCell(_Model):
-    reported: float
-    ours: float
-    delta: float
-    stderr: float
-    verdict: Verdict
-
-
-class TableRow(_Model):
-    """A row of the regenerated published table (percent); `ours` marks the inserted row."""
-
-    name: str
-    values: dict[str, float]
-    average: float
-    ours: bool = False
-    compared: bool = False
-
-
-class Comparison(_Model):
-    against: str
-    against_aliases: tuple[str, ...]
-    ours_name: str
-    measured: Measured
-    columns: tuple[Column, ...]
-    cells: tuple[Cell, ...]
-    average: AverageCell
-    table: tuple[TableRow, ...]
-    table_title: str
-    sources: tuple[str, ...]
-    rule: str = RULE
-
-    @property
-    def differing(self) -> list[str]:
-        return [c.label for c in self.cells if c.verdict == "differs"]
-
-    @property
-    def reproduced(self) -> bool:
-        """Every one of the seven task cells is within 2·stderr (the average informs, it does not decide)."""
-        return not self.differing
-
-    @property
-    def notes(self) -> tuple[str, ...]:
-        return self.measured.notes
-
-
-# --- reading results -----------------------------------------------------------------------------------
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -244,7 +166,9 @@ def _scores(path: Path, data: dict[str, Any], table: PublishedTable) -> tuple[La
         )
     missing = [c.task for c in table.columns if present[c.key] is None]
     if missing:
-        raise ConfigError(f"{path}: missing tasks {', '.join(missing)} (all 7 are needed to compare)")
+        raise ConfigError(
+            f"{path}: missing tasks {', '.join(missing)} (all {len(table.columns)} are needed to compare)"
+        )
     scores: dict[str, Score] = {}
     for column in table.columns:
         entry = present[column.key] or {}
@@ -283,6 +207,12 @@ def _text(value: Any) -> str | None:
     return str(value) if value not in (None, "") else None
 
 
+def _comparable(summary: dict[str, Any]) -> bool:
+    """What the eval says of itself: marked not comparable, or evaluated on local task fixtures (whose
+    examples are not the published test sets)."""
+    return summary.get("comparable", True) is not False and not summary.get("fixtures")
+
+
 def read_measured(
     path: Path,
     *,
@@ -298,8 +228,14 @@ def read_measured(
     summary = data if summary_file == numbers_file else (_read_json(summary_file) if summary_file else {})
     args = _model_args(data)
     limit = _limit(data) if _limit(data) is not None else _limit(summary)
-    is_comparable = comparable if comparable is not None else summary.get("comparable", True) is not False
+    fixtures = _text(summary.get("fixtures"))
+    is_comparable = comparable if comparable is not None else _comparable(summary)
     notes = [n for n in (note, _text(summary.get("note"))) if n]
+    if fixtures:
+        notes.append(
+            f"evaluated on the task fixtures in {fixtures}, not the published test sets: "
+            "not comparable with the published numbers"
+        )
     if not is_comparable and not any("not comparable" in n for n in notes):
         notes.insert(0, NOT_COMPARABLE_NOTE)
     if limit is not None:
@@ -318,119 +254,3 @@ def read_measured(
         notes=tuple(dict.fromkeys(notes)),
         scores=scores,
     )
-
-
-# --- comparing -----------------------------------------------------------------------------------------
-
-
-def verdict(delta: float, stderr: float) -> Verdict:
-    return "reproduced" if abs(delta) <= SIGMAS * stderr + _EPS else "differs"
-
-
-def default_against(measured: Measured, table: PublishedTable, fallback: str | None = None) -> Row:
-    """The row our model is: the one whose model and revision it was evaluated at, else `fallback`."""
-    for row in table.rows:
-        same_model = bool(row.model and measured.model and row.model.lower() == measured.model.lower())
-        if same_model and (row.revision or "main") == (measured.revision or "main"):
-            return row
-    return table.row(fallback or DEFAULT_REVISION)
-
-
-def regenerated_table(
-    table: PublishedTable, ours: Sequence[tuple[str, dict[str, float], str]] = ()
-) -> tuple[TableRow, ...]:
-    """Every published row with its computed average; each of `ours` (name, values, row compared with)
-    inserted right after the row it was compared with, and that row marked."""
-    rows: list[TableRow] = []
-    for row in table.rows:
-        mine = [(name, values) for name, values, after in ours if after == row.name]
-        rows.append(
-            TableRow(name=row.name, values=dict(row.values), average=average(row.values), compared=bool(mine))
-        )
-        rows += [TableRow(name=n, values=v, average=average(v), ours=True) for n, v in mine]
-    return tuple(rows)
-
-
-def combined_table(comparisons: Sequence[Comparison], table: PublishedTable) -> tuple[TableRow, ...]:
-    """The published table with the row of every comparison inserted (a run evaluates several epochs)."""
-    return regenerated_table(
-        table, [(c.ours_name, {x.key: x.ours for x in c.cells}, c.against) for c in comparisons]
-    )
-
-
-def _ours_name(measured: Measured) -> str:
-    # The model and revision go in the provenance line; a local checkpoint path would drown the label.
-    return f"ours: {measured.label}"
-
-
-def compare(
-    measured: Measured, against: str | Row | None = None, table: PublishedTable | None = None
-) -> Comparison:
-    """`measured` judged cell by cell against a published row (by name, alias or revision)."""
-    table = table or load_published_table()
-    row = (
-        against
-        if isinstance(against, Row)
-        else (table.row(against) if against else default_against(measured, table))
-    )
-    cells = []
-    for column in table.columns:
-        score = measured.scores[column.key]
-        ours, stderr = score.value * 100, score.stderr * 100
-        delta = ours - row.values[column.key]
-        cells.append(
-            Cell(
-                key=column.key,
-                label=column.label,
-                task=column.task,
-                metric=column.metric,
-                reported=row.values[column.key],
-                ours=ours,
-                delta=delta,
-                stderr=stderr,
-                verdict=verdict(delta, stderr),
-                n=score.n,
-            )
-        )
-    ours_avg = sum(c.ours for c in cells) / len(cells)
-    avg_stderr = math.sqrt(sum(c.stderr**2 for c in cells)) / len(cells)
-    reported_avg = average(row.values)
-    avg = AverageCell(
-        reported=reported_avg,
-        ours=ours_avg,
-        delta=ours_avg - reported_avg,
-        stderr=avg_stderr,
-        verdict=verdict(ours_avg - reported_avg, avg_stderr),
-    )
-    name = _ours_name(measured)
-    return Comparison(
-        against=row.name,
-        against_aliases=row.names()[1:],
-        ours_name=name,
-        measured=measured,
-        columns=table.columns,
-        cells=tuple(cells),
-        average=avg,
-        table=regenerated_table(table, [(name, {c.key: c.ours for c in cells}, row.name)]),
-        table_title=table.title,
-        sources=table.sources,
-    )
-
-
-def compare_path(
-    path: Path,
-    against: str | None = None,
-    *,
-    note: str | None = None,
-    comparable: bool | None = None,
-    table: PublishedTable | None = None,
-) -> Comparison:
-    """`compare` for a results file, kit summary or directory; every bad input is a one-line ConfigError."""
-    table = table or load_published_table()
-    row = table.row(against) if against else None
-    return compare(read_measured(path, table=table, note=note, comparable=comparable), row, table)
-
-
-def slug(text: str) -> str:
-    """A file-name-safe form of a label."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "results"

@@ -1,0 +1,137 @@
+"""The compare stage: writes each comparison and a manifest, and finds the stored comparisons.
+
+A run's `compare/` holds `<label>.json` (the Comparison, `Comparison.to_json`), `<label>.md` and
+`manifest.json`; the report and `reproduce --fail-on-diff` read these files (`comparison_files`,
+`comparison.read_comparison`) rather than comparing again, so that they never disagree with the comparison.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from gpt4allj_kit.compare.comparison import Comparison, compare_path
+from gpt4allj_kit.compare.results import SUMMARY_NAME
+from gpt4allj_kit.errors import ConfigError
+from gpt4allj_kit.files import atomic_write_text, sha256_file
+from gpt4allj_kit.manifest import now_iso, write_manifest
+from gpt4allj_kit.published import PublishedTable, Row
+from gpt4allj_kit.report.render import Format, comparison_markdown, comparison_text
+
+MANIFEST_NAME = "manifest.json"
+
+
+@dataclass(frozen=True)
+class ComparedEvals:
+    """What `write_comparisons` wrote: the comparisons by eval label, their files and the manifest."""
+
+    comparisons: dict[str, Comparison]
+    files: tuple[Path, ...]
+    manifest: Path
+
+
+@dataclass(frozen=True)
+class ComparedFile:
+    """What `write_comparison` wrote: one comparison in one format, and its manifest beside it."""
+
+    comparison: Comparison
+    output: Path
+    manifest: Path
+
+
+def _summary(label: str, c: Comparison) -> dict[str, object]:
+    return {
+        "label": label,
+        "against": c.against,
+        "comparable": c.measured.comparable,
+        "reproduced": c.reproduced,
+        "differing": c.differing,
+    }
+
+
+def evaluated_folders(eval_dir: Path) -> list[Path]:
+    """The eval stage's per-model folders (`<label>/summary.json`), by label."""
+    if not eval_dir.is_dir():
+        return []
+    return sorted(p for p in eval_dir.iterdir() if (p / SUMMARY_NAME).is_file())
+
+
+def write_comparisons(
+    eval_dir: Path,
+    out_dir: Path,
+    *,
+    against: Callable[[str], Row],
+    table: PublishedTable,
+    note: str | None = None,
+    comparable: bool | None = None,
+    command: str | Sequence[str],
+) -> ComparedEvals:
+    """Compares every model under `eval_dir` with the row `against(label)`; writes `<label>.json` and
+    `<label>.md` for each, then `manifest.json`, into `out_dir`."""
+    started = now_iso()
+    folders = evaluated_folders(eval_dir)
+    if not folders:
+        raise ConfigError(f"no evaluation results under {eval_dir}")
+    comparisons: dict[str, Comparison] = {}
+    files: list[Path] = []
+    for folder in folders:
+        c = compare_path(folder, against(folder.name), note=note, comparable=comparable, table=table)
+        comparisons[folder.name] = c
+        for path, text in (
+            (out_dir / f"{folder.name}.json", c.to_json()),
+            (out_dir / f"{folder.name}.md", comparison_markdown(c)),
+        ):
+            atomic_write_text(path, text)
+            files.append(path)
+    manifest = out_dir / MANIFEST_NAME
+    write_manifest(
+        manifest,
+        stage="compare",
+        command=command if isinstance(command, str) else list(command),
+        config={"eval_dir": str(eval_dir), "note": note, "comparable": comparable},
+        started=started,
+        inputs={c.measured.source: sha256_file(Path(c.measured.source)) for c in comparisons.values()},
+        outputs=[p.name for p in files],
+        comparisons=[_summary(label, c) for label, c in comparisons.items()],
+    )
+    return ComparedEvals(comparisons=comparisons, files=tuple(files), manifest=manifest)
+
+
+def write_comparison(
+    results: Path,
+    output: Path,
+    *,
+    fmt: Format,
+    against: str | None = None,
+    note: str | None = None,
+    comparable: bool | None = None,
+    command: str | Sequence[str],
+) -> ComparedFile:
+    """Compares one results file (or dir) and writes it to `output` in `fmt`, with
+    `<output>.manifest.json` beside it."""
+    started = now_iso()
+    c = compare_path(results, against, note=note, comparable=comparable)
+    atomic_write_text(output, comparison_text(c, fmt))
+    manifest = output.with_name(f"{output.name}.{MANIFEST_NAME}")
+    write_manifest(
+        manifest,
+        stage="compare",
+        command=command if isinstance(command, str) else list(command),
+        started=started,
+        input=str(results),
+        against=c.against,
+        format=fmt,
+        output=str(output),
+        reproduced=c.reproduced,
+        differing=c.differing,
+    )
+    return ComparedFile(comparison=c, output=output, manifest=manifest)
+
+
+def comparison_files(compare_dir: Path) -> dict[str, Path]:
+    """The stored comparisons in `compare_dir` by label (every `*.json` but the manifests)."""
+    if not compare_dir.is_dir():
+        return {}
+    found = sorted(compare_dir.glob("*.json"))
+    return {p.stem: p for p in found if not p.name.endswith(MANIFEST_NAME)}

@@ -1,0 +1,145 @@
+"""The view model (`view`) laid out: rich renderables for the terminal, Jinja2 templates for Markdown and
+self-contained HTML (inline CSS, no scripts, fonts or remote resources; autoescaped).
+
+Renderers return strings or renderables; they never print.
+"""
+
+from __future__ import annotations
+
+from io import StringIO
+from pathlib import Path
+from typing import Literal
+
+import jinja2
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from gpt4allj_kit.compare.comparison import Comparison, regenerated_table
+from gpt4allj_kit.published import PublishedTable
+from gpt4allj_kit.report.view import (
+    Cell,
+    ComparisonView,
+    Grid,
+    PublishedView,
+    ReportView,
+    comparison_view,
+    published_view,
+)
+
+Format = Literal["table", "markdown", "json", "html"]
+FORMATS: tuple[Format, ...] = ("table", "markdown", "json", "html")
+TEMPLATES = Path(__file__).with_name("templates")
+
+_ENV = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(TEMPLATES),
+    autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",), default_for_string=False),
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+    undefined=jinja2.StrictUndefined,
+)
+
+_VERDICT_STYLE = {"reproduced": "green", "differs": "red"}
+_ROW_STYLE = {"ours": "bold yellow", "compared": "cyan"}
+
+
+def _template(name: str, **context: object) -> str:
+    return _ENV.get_template(name).render(**context)
+
+
+# --- Markdown and HTML -------------------------------------------------------------------------------
+
+
+def comparison_markdown(c: Comparison, *, heading_level: int = 2, with_table: bool = True) -> str:
+    return _template("comparison.md.j2", v=comparison_view(c), level=heading_level, with_table=with_table)
+
+
+def comparison_html(c: Comparison) -> str:
+    """A complete, self-contained page about one comparison."""
+    view = comparison_view(c)
+    return _template("comparison.html.j2", v=view, title=f"gpt4allj-kit: {c.ours_name} vs {c.against}")
+
+
+def report_markdown(view: ReportView) -> str:
+    return _template("report.md.j2", r=view)
+
+
+def report_html(view: ReportView) -> str:
+    return _template("report.html.j2", r=view, title=view.title)
+
+
+def comparison_text(c: Comparison, fmt: Format) -> str:
+    """`c` as the text of a file in `fmt` (the terminal table uncoloured)."""
+    if fmt == "table":
+        return plain_text(comparison_renderable(c))
+    if fmt == "markdown":
+        return comparison_markdown(c)
+    if fmt == "json":
+        return c.to_json()
+    return comparison_html(c)
+
+
+# --- rich (terminal) ---------------------------------------------------------------------------------
+
+
+def _rich_cell(cell: Cell) -> Text:
+    style = _VERDICT_STYLE[cell.verdict] if cell.verdict else ("bold" if cell.strong else "")
+    return Text(cell.text, style=style)
+
+
+def _rich_table(grid: Grid, table: Table) -> Table:
+    for name, numeric in zip(grid.header, grid.numeric, strict=True):
+        table.add_column(name, justify="right" if numeric else "left")
+    for row in grid.rows:
+        table.add_row(
+            *(_rich_cell(c) for c in row.cells),
+            style=_ROW_STYLE.get(row.kind),
+            end_section=row.kind == "total",
+        )
+    return table
+
+
+def published_renderable(view: PublishedView) -> RenderableType:
+    legend = " Bold yellow: ours; cyan: the row compared with." if view.has_ours else ""
+    table = Table(
+        title=f"{view.title} (percent)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        caption=view.note + legend,
+        caption_justify="left",
+    )
+    return Group(_rich_table(view.grid, table), Text(f"Sources: {view.sources}", style="dim"))
+
+
+def published_table_renderable(table: PublishedTable) -> RenderableType:
+    """The published table alone, every row with its computed Avg."""
+    return published_renderable(
+        published_view(regenerated_table(table), table.columns, table.title, table.sources)
+    )
+
+
+def comparison_view_renderable(view: ComparisonView) -> RenderableType:
+    parts: list[RenderableType] = [
+        Text(f"Note: {n.text}.", style="bold red" if n.strong else "yellow") for n in view.notes
+    ]
+    parts += [
+        Text(f"Ours: {view.provenance}", style="dim"),
+        _rich_table(view.grid, Table(title=view.title, title_justify="left")),
+        Text(f"Rule: {view.rule}. (*) independence assumed.", style="dim"),
+        Text(view.summary, style="bold green" if view.reproduced else "bold red"),
+        published_renderable(view.published),
+    ]
+    return Group(*parts)
+
+
+def comparison_renderable(c: Comparison) -> RenderableType:
+    return comparison_view_renderable(comparison_view(c))
+
+
+def plain_text(renderable: RenderableType, width: int = 140) -> str:
+    """`renderable` as uncoloured text (for --format table --output FILE)."""
+    buffer = StringIO()
+    Console(file=buffer, width=width, color_system=None, force_terminal=False).print(renderable)
+    return buffer.getvalue()

@@ -1,0 +1,277 @@
+"""One view model of what the kit shows: a comparison, the published table and the report's sections.
+
+Every number is formatted here, once, into rows of text cells with their verdict and emphasis; the
+renderers (`render`: rich for the terminal, Jinja2 templates for Markdown and HTML) only lay them out.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from gpt4allj_kit.compare.comparison import Comparison, TableRow, Verdict
+from gpt4allj_kit.published import Column
+
+OURS_MARK = "◀ ours"
+COMPARED_MARK = "◀ compared"
+# A note that says the numbers are not comparable is shown louder than the others.
+_LOUD = "not comparable"
+
+RowKind = Literal["", "ours", "compared", "total"]
+
+
+@dataclass(frozen=True)
+class Cell:
+    text: str
+    strong: bool = False
+    verdict: Verdict | None = None
+
+
+@dataclass(frozen=True)
+class Row:
+    cells: tuple[Cell, ...]
+    kind: RowKind = ""
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A table of formatted cells; `numeric` says which columns are right-aligned numbers."""
+
+    header: tuple[str, ...]
+    numeric: tuple[bool, ...]
+    rows: tuple[Row, ...]
+
+
+@dataclass(frozen=True)
+class Note:
+    text: str
+    strong: bool
+
+
+@dataclass(frozen=True)
+class PublishedView:
+    title: str
+    grid: Grid
+    note: str
+    sources: str
+    has_ours: bool
+
+
+@dataclass(frozen=True)
+class ComparisonView:
+    title: str
+    notes: tuple[Note, ...]
+    provenance: str
+    summary: str
+    reproduced: bool
+    grid: Grid
+    rule: str
+    published: PublishedView
+
+
+def pct(value: float, digits: int = 2) -> str:
+    return f"{value:.{digits}f}"
+
+
+def signed(value: float) -> str:
+    return f"{value:+.2f}"
+
+
+def notes_view(notes: Sequence[str]) -> tuple[Note, ...]:
+    return tuple(Note(text=n, strong=_LOUD in n) for n in notes)
+
+
+def _mark(row: TableRow) -> str:
+    return OURS_MARK if row.ours else (COMPARED_MARK if row.compared else "")
+
+
+def published_view(
+    rows: Sequence[TableRow], columns: Sequence[Column], title: str, sources: Sequence[str]
+) -> PublishedView:
+    """The published table (with our rows, if any): published numbers to their one decimal, ours to two."""
+    # The last column marks our rows and the rows compared with; the bare published table has none.
+    marked = any(r.ours or r.compared for r in rows)
+    body = []
+    for row in rows:
+        digits = 2 if row.ours else 1
+        values = [pct(row.values[c.key], digits) for c in columns] + [pct(row.average, digits)]
+        cells = tuple(Cell(v, strong=row.ours) for v in [row.name, *values])
+        kind: RowKind = "ours" if row.ours else ("compared" if row.compared else "")
+        body.append(Row(cells=(*cells, Cell(_mark(row))) if marked else cells, kind=kind))
+    metrics = ", ".join(f"{c.label} {c.metric}" for c in columns)
+    return PublishedView(
+        title=title,
+        grid=Grid(
+            header=("Model", *(c.label for c in columns), "Avg", *([""] if marked else [])),
+            numeric=(False, *[True] * (len(columns) + 1), *([False] if marked else [])),
+            rows=tuple(body),
+        ),
+        note=f"Avg is computed as the plain mean of the {len(columns)} cells (never copied). "
+        f"Metrics: {metrics}; zero-shot.",
+        sources="; ".join(sources),
+        has_ours=any(r.ours for r in rows),
+    )
+
+
+def provenance(c: Comparison) -> str:
+    m = c.measured
+    parts = [f"model {m.model or '?'}"]
+    if m.revision:
+        parts.append(f"revision {m.revision}")
+    if m.sha:
+        parts.append(f"sha {m.sha}")
+    parts.append(
+        f"from {m.source} ({m.layout} layout"
+        + (f", lm-eval {m.lm_eval_version})" if m.lm_eval_version else ")")
+    )
+    return "; ".join(parts)
+
+
+def summary(c: Comparison) -> str:
+    cells = len(c.cells)
+    if c.reproduced:
+        return f"all {cells} cells reproduced; average {c.average.verdict}"
+    return (
+        f"{len(c.differing)} of {cells} cells differ ({', '.join(c.differing)}); average {c.average.verdict}"
+    )
+
+
+def comparison_grid(c: Comparison) -> Grid:
+    rows = [
+        Row(
+            cells=(
+                Cell(cell.label),
+                Cell(cell.metric),
+                Cell(pct(cell.reported, 1)),
+                Cell(pct(cell.ours)),
+                Cell(signed(cell.delta)),
+                Cell(pct(cell.stderr)),
+                Cell("—" if cell.n is None else str(cell.n)),
+                Cell(cell.verdict, verdict=cell.verdict),
+            )
+        )
+        for cell in c.cells
+    ]
+    a = c.average
+    total = (
+        Cell("Avg", strong=True),
+        Cell("mean"),
+        Cell(pct(a.reported)),
+        Cell(pct(a.ours)),
+        Cell(signed(a.delta)),
+        Cell(pct(a.stderr) + "*"),
+        Cell(""),
+        Cell(a.verdict, verdict=a.verdict),
+    )
+    return Grid(
+        header=("Task", "Metric", "Report", "Ours", "Δ", "Our stderr", "n", "Verdict"),
+        numeric=(False, False, True, True, True, True, True, False),
+        rows=(*rows, Row(cells=total, kind="total")),
+    )
+
+
+def comparison_view(c: Comparison) -> ComparisonView:
+    return ComparisonView(
+        title=f"{c.ours_name} vs {c.against} (published)",
+        notes=notes_view(c.notes),
+        provenance=provenance(c),
+        summary=summary(c),
+        reproduced=c.reproduced,
+        grid=comparison_grid(c),
+        rule=c.rule,
+        published=published_view(c.table, c.columns, c.table_title, c.sources),
+    )
+
+
+def overview_grid(comparisons: Sequence[Comparison]) -> Grid:
+    """One line per comparison: what was compared with what, and how many cells were reproduced."""
+    rows = [
+        (
+            c.measured.label,
+            c.against,
+            f"{len(c.cells) - len(c.differing)}/{len(c.cells)}",
+            pct(c.average.ours),
+            pct(c.average.reported),
+            f"{signed(c.average.delta)} ± {pct(c.average.stderr)}",
+        )
+        for c in comparisons
+    ]
+    return text_grid(
+        ("Evaluated", "Compared with", "Cells reproduced", "Avg ours", "Avg report", "Δ Avg ± stderr"),
+        rows,
+        numeric=(False, False, True, True, True, True),
+    )
+
+
+# --- the report's sections --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A PNG chart: a side file beside report.md, a data URI inside report.html."""
+
+    name: str
+    alt: str
+    png: bytes
+
+    @property
+    def base64(self) -> str:
+        return base64.b64encode(self.png).decode("ascii")
+
+
+Facts = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class ComparisonSection:
+    view: ComparisonView
+    figure: Figure
+
+
+@dataclass(frozen=True)
+class TrainingSection:
+    source: str
+    facts: Facts
+    figure: Figure | None
+
+
+@dataclass(frozen=True)
+class ManifestSection:
+    path: str
+    facts: Facts
+    full: str
+
+
+@dataclass(frozen=True)
+class ReportView:
+    title: str
+    kind: str
+    root: str
+    generated: str
+    missing: tuple[str, ...]
+    overview: Grid | None
+    overview_notes: tuple[Note, ...]
+    comparisons: tuple[ComparisonSection, ...]
+    published: PublishedView | None
+    training: TrainingSection | None
+    commands: tuple[tuple[str, str], ...]
+    assets: Grid | None
+    manifests: tuple[ManifestSection, ...]
+    sources: str
+
+    @property
+    def figures(self) -> tuple[Figure, ...]:
+        found = [s.figure for s in self.comparisons]
+        if self.training and self.training.figure:
+            found.append(self.training.figure)
+        return tuple(found)
+
+
+def text_grid(header: Sequence[str], rows: Sequence[Sequence[str]], numeric: Sequence[bool]) -> Grid:
+    return Grid(
+        header=tuple(header),
+        numeric=tuple(numeric),
+        rows=tuple(Row(cells=tuple(Cell(v) for v in r)) for r in rows),
+    )
