@@ -6,8 +6,9 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from gpt4allj_kit.assets import TinyAssets, tiny_assets
@@ -48,29 +49,46 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyAssets:
     return tiny_assets(tmp_path_factory.mktemp("tiny"))
 
 
-KitCli = Callable[..., subprocess.CompletedProcess[str]]
+class KitCli:
+    """The one way tests run the CLI: this environment's real `gpt4allj-kit` console script, as users do.
+
+    `kit_cli("doctor", "--json", env={...})` runs it to the end (text stdout/stderr; `env` entries are added
+    to the isolated test environment; paths may be given as Path); `kit_cli.argv(...)` is the command line
+    for a test that starts and stops the process itself.
+    """
+
+    # What a user without network (or the smoke profile) runs under: `kit_cli(..., env=kit_cli.OFFLINE)`.
+    OFFLINE: ClassVar[dict[str, str]] = {
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+    }
+
+    def __init__(self) -> None:
+        script = Path(sys.executable).with_name("gpt4allj-kit")
+        exe = str(script) if script.exists() else shutil.which("gpt4allj-kit")
+        assert exe, "the gpt4allj-kit console script is not installed in this environment"
+        self.exe = exe
+
+    def argv(self, *args: str | Path) -> list[str]:
+        return [self.exe, *map(str, args)]
+
+    def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        # Wide enough that rich never wraps a table cell or a path that a test looks for.
+        return {**os.environ, "COLUMNS": "200", **(extra or {})}
+
+    def __call__(
+        self,
+        *args: str | Path,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        timeout: float = 120,
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.argv(*args), capture_output=True, text=True, timeout=timeout, env=self.env(env), cwd=cwd
+        )
 
 
 @pytest.fixture(scope="session")
 def kit_cli() -> KitCli:
-    """Runs this environment's real `gpt4allj-kit` console script: `kit_cli("doctor", "--json", env={...})`.
-
-    `env` entries are added to the (isolated) test environment; the result has text stdout/stderr.
-    """
-    script = Path(sys.executable).with_name("gpt4allj-kit")
-    exe = str(script) if script.exists() else shutil.which("gpt4allj-kit")
-    assert exe, "the gpt4allj-kit console script is not installed in this environment"
-
-    def run(
-        *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 120
-    ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [exe, *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env={**os.environ, **(env or {})},
-            cwd=cwd,
-        )
-
-    return run
+    return KitCli()

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from gpt4allj_kit.published import PublishedTable, load_published_table
 
-KIT = Path(sys.executable).with_name("gpt4allj-kit")
 STDERR = 0.012  # a fraction, as lm-eval reports it (1.2 percent points)
 
 Writer = Callable[..., Path]
@@ -84,16 +80,3 @@ def write_results(tmp_path: Path, table: PublishedTable) -> Writer:
         return path
 
     return write
-
-
-def _run_kit(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run(
-        [str(KIT), *map(str, args)], capture_output=True, text=True, timeout=60, env=env, check=False
-    )
-
-
-@pytest.fixture
-def kit() -> Callable[..., subprocess.CompletedProcess[str]]:
-    """The real console script, as users run it."""
-    return _run_kit

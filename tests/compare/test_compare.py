@@ -27,7 +27,7 @@ def one_line_error(proc, code: int) -> str:  # type: ignore[no-untyped-def]
     return lines[0]
 
 
-def test_exactly_the_published_row_is_reproduced(write_results, table, kit) -> None:
+def test_exactly_the_published_row_is_reproduced(write_results, table, kit_cli) -> None:
     path = write_results(jazzy(table))
     c = compare_path(path, "v1.2-jazzy", table=table)
     assert c.against == "GPT4All-J v1.2-jazzy"
@@ -43,12 +43,12 @@ def test_exactly_the_published_row_is_reproduced(write_results, table, kit) -> N
     assert c.average.reported == pytest.approx(sum(jazzy(table).values()) / 7)
     assert c.average.stderr == pytest.approx((7 * STDERR_PCT**2) ** 0.5 / 7)
 
-    proc = kit("compare", path, "--against", "v1.2-jazzy", "--fail-on-diff")
+    proc = kit_cli("compare", path, "--against", "v1.2-jazzy", "--fail-on-diff")
     assert proc.returncode == 0, proc.stderr
     assert "all 7 cells reproduced; average reproduced" in proc.stdout
 
 
-def test_cells_moved_by_three_stderrs_differ(write_results, table, kit) -> None:
+def test_cells_moved_by_three_stderrs_differ(write_results, table, kit_cli) -> None:
     values = jazzy(table)
     values["boolq"] += 3 * STDERR_PCT
     values["arc_challenge"] -= 3 * STDERR_PCT
@@ -59,22 +59,22 @@ def test_cells_moved_by_three_stderrs_differ(write_results, table, kit) -> None:
     assert {cell.label: cell.verdict for cell in c.cells}["PIQA"] == "reproduced"
     assert {cell.label: round(cell.delta, 6) for cell in c.cells}["BoolQ"] == pytest.approx(3 * STDERR_PCT)
 
-    assert kit("compare", path, "--against", "v1.2-jazzy").returncode == 0
-    failing = kit("compare", path, "--against", "v1.2-jazzy", "--fail-on-diff")
+    assert kit_cli("compare", path, "--against", "v1.2-jazzy").returncode == 0
+    failing = kit_cli("compare", path, "--against", "v1.2-jazzy", "--fail-on-diff")
     assert failing.returncode == 1, failing.stderr
     assert "2 of 7 cells differ (BoolQ, ARC-c)" in failing.stdout
 
 
-def test_missing_task_is_one_line_exit_2(write_results, table, kit) -> None:
+def test_missing_task_is_one_line_exit_2(write_results, table, kit_cli) -> None:
     path = write_results(jazzy(table), drop=("winogrande",))
-    line = one_line_error(kit("compare", path, "--against", "v1.2-jazzy"), 2)
+    line = one_line_error(kit_cli("compare", path, "--against", "v1.2-jazzy"), 2)
     assert "missing tasks winogrande" in line
 
 
-def test_malformed_json_is_one_line_exit_2(tmp_path: Path, kit) -> None:
+def test_malformed_json_is_one_line_exit_2(tmp_path: Path, kit_cli) -> None:
     path = tmp_path / "results.json"
     path.write_text('{"results": {"boolq": {"acc,none": 0.7,')
-    assert "malformed JSON" in one_line_error(kit("compare", path), 2)
+    assert "malformed JSON" in one_line_error(kit_cli("compare", path), 2)
 
 
 def test_older_lm_eval_layout_is_parsed(write_results, table) -> None:
@@ -100,10 +100,10 @@ def test_foreign_json_is_exit_2(tmp_path: Path, document: object) -> None:
         compare_path(path)
 
 
-def test_foreign_json_cli(tmp_path: Path, kit) -> None:
+def test_foreign_json_cli(tmp_path: Path, kit_cli) -> None:
     path = tmp_path / "foreign.json"
     path.write_text(json.dumps({"hello": "world"}))
-    assert "not an lm-eval results file" in one_line_error(kit("compare", path), 2)
+    assert "not an lm-eval results file" in one_line_error(kit_cli("compare", path), 2)
 
 
 def test_results_without_stderr_are_refused(write_results, table) -> None:
@@ -112,8 +112,8 @@ def test_results_without_stderr_are_refused(write_results, table) -> None:
         compare_path(path, table=table)
 
 
-def test_unknown_row_lists_the_rows(write_results, table, kit) -> None:
-    line = one_line_error(kit("compare", write_results(jazzy(table)), "--against", "v9-nope"), 2)
+def test_unknown_row_lists_the_rows(write_results, table, kit_cli) -> None:
+    line = one_line_error(kit_cli("compare", write_results(jazzy(table)), "--against", "v9-nope"), 2)
     assert "unknown row 'v9-nope'" in line
     for name in table.row_names:
         assert name in line
@@ -167,12 +167,12 @@ def test_markdown_json_html_renderings(write_results, table) -> None:
     assert "<script" not in page and '<span class="differs">differs</span>' in page
 
 
-def test_cli_formats_and_output_with_manifest(write_results, table, kit, tmp_path: Path) -> None:
+def test_cli_formats_and_output_with_manifest(write_results, table, kit_cli, tmp_path: Path) -> None:
     path = write_results(jazzy(table))
-    proc = kit("compare", path, "--against", "v1.2-jazzy", "--format", "json")
+    proc = kit_cli("compare", path, "--against", "v1.2-jazzy", "--format", "json")
     assert proc.returncode == 0 and json.loads(proc.stdout)["reproduced"] is True
     out = tmp_path / "out" / "comparison.html"
-    proc = kit("compare", path, "--format", "html", "--output", out)
+    proc = kit_cli("compare", path, "--format", "html", "--output", out)
     assert proc.returncode == 0, proc.stderr
     assert out.read_text().startswith("<!DOCTYPE html>")
     manifest = json.loads((out.parent / "comparison.html.manifest.json").read_text())
@@ -180,7 +180,7 @@ def test_cli_formats_and_output_with_manifest(write_results, table, kit, tmp_pat
     assert "compare" in manifest["command"]
 
 
-def test_directory_with_summary_and_a_tiny_models_note(tmp_path: Path, write_results, table, kit) -> None:
+def test_directory_with_summary_and_a_tiny_models_note(tmp_path: Path, write_results, table, kit_cli) -> None:
     folder = tmp_path / "eval" / "final"
     write_results(jazzy(table), name="eval/final/results.json")
     summary = {"model": "/runs/x/final", "revision": None, "label": "final", "comparable": False}
@@ -189,9 +189,9 @@ def test_directory_with_summary_and_a_tiny_models_note(tmp_path: Path, write_res
     assert c.measured.label == "final" and not c.measured.comparable
     assert "a tiny random model is not comparable" in c.notes[0]
     assert "a tiny random model is not comparable" in render.comparison_markdown(c)
-    proc = kit("compare", tmp_path / "eval", "--against", "v1.2-jazzy")
+    proc = kit_cli("compare", tmp_path / "eval", "--against", "v1.2-jazzy")
     assert proc.returncode == 0 and "a tiny random model is not comparable" in proc.stdout
-    noted = kit(
+    noted = kit_cli(
         "compare", folder / "results.json", "--not-comparable", "--note", "smoke run", "--format", "markdown"
     )
     assert "not comparable" in noted.stdout and "smoke run" in noted.stdout

@@ -3,13 +3,14 @@ run on the same tiny model, tasks and fixtures, made once per session and read b
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 from gpt4allj_kit.assets import TinyAssets
@@ -21,22 +22,6 @@ BATCH = 4
 FIXTURE_SEED = 11
 FIXTURE_DOCS = 5
 BIN = Path(sys.executable).parent
-
-
-def offline_env() -> dict[str, str]:
-    return {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-    }
-
-
-def kit(*args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
-    """The installed `gpt4allj-kit` console script, as a user runs it."""
-    return subprocess.run(
-        [str(BIN / "gpt4allj-kit"), *args], capture_output=True, text=True, timeout=timeout, env=offline_env()
-    )
 
 
 @dataclass(frozen=True)
@@ -52,8 +37,9 @@ class Runs:
 
 
 @pytest.fixture(scope="session")
-def run_kit() -> Callable[..., subprocess.CompletedProcess[str]]:
-    return kit
+def run_kit(kit_cli: Any) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """The CLI offline, with time for an evaluation."""
+    return partial(kit_cli, env=kit_cli.OFFLINE, timeout=600)
 
 
 @pytest.fixture(scope="session")
@@ -62,7 +48,13 @@ def eval_fixtures(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def runs(tiny: TinyAssets, eval_fixtures: Path, tmp_path_factory: pytest.TempPathFactory) -> Runs:
+def runs(
+    tiny: TinyAssets,
+    eval_fixtures: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    kit_cli: Any,
+    run_kit: Any,
+) -> Runs:
     base = tmp_path_factory.mktemp("eval-runs")
     # A training output dir is a file layout: epoch_N/ and final/ each hold a saved model.
     train_dir = base / "train"
@@ -71,7 +63,7 @@ def runs(tiny: TinyAssets, eval_fixtures: Path, tmp_path_factory: pytest.TempPat
     (train_dir / "metrics.jsonl").write_text("")
     tasks = ",".join(EVAL_TASKS)
     kit_out = base / "kit"
-    done = kit(
+    done = run_kit(
         "eval", "--model", str(train_dir), "--tasks", "common-sense", "--limit", str(LIMIT),
         "--batch-size", str(BATCH), "--device", "cpu", "--dtype", "float32",
         "--fixtures", str(eval_fixtures), "--output", str(kit_out),
@@ -85,7 +77,7 @@ def runs(tiny: TinyAssets, eval_fixtures: Path, tmp_path_factory: pytest.TempPat
             "--tasks", tasks, "--include_path", str(eval_fixtures), "--device", "cpu",
             "--batch_size", str(BATCH), "--limit", str(LIMIT), "--output_path", str(cli_out), "--log_samples",
         ],
-        capture_output=True, text=True, timeout=600, env=offline_env(),
+        capture_output=True, text=True, timeout=600, env=kit_cli.env(kit_cli.OFFLINE),
     )  # fmt: skip
     assert ref.returncode == 0, ref.stderr[-3000:]
     (cli_results,) = cli_out.rglob("results_*.json")

@@ -6,10 +6,7 @@ import base64
 import io
 import json
 import math
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +18,6 @@ from gpt4allj_kit.report import build as report_build
 from gpt4allj_kit.report.build import build_report
 from PIL import Image
 
-KIT = Path(sys.executable).with_name("gpt4allj-kit")
 TRAIN_COMMAND = (
     "accelerate launch --dynamo_backend=inductor --num_processes=8 --num_machines=1 --machine_rank=0 "
     "--deepspeed_multinode_launcher standard --mixed_precision=bf16 --use_deepspeed "
@@ -29,11 +25,6 @@ TRAIN_COMMAND = (
     "--config configs/train/finetune_gptj.yaml"
 )
 NETWORK_REF = re.compile(r"""(src|href|url)\s*[=(]\s*["']?\s*(https?:)?//""", re.IGNORECASE)
-
-
-def kit(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run([str(KIT), *map(str, args)], capture_output=True, text=True, timeout=90, env=env)
 
 
 def write_metrics(path: Path, steps: int = 40, eval_every: int = 10, steps_per_epoch: int = 20) -> None:
@@ -181,9 +172,9 @@ def test_report_says_which_eval_cannot_be_compared(run_dir: Path) -> None:
     assert any("eval 'epoch_1' cannot be compared" in m and "malformed JSON" in m for m in result.missing)
 
 
-def test_report_on_an_empty_dir_is_one_line_exit_2(tmp_path: Path) -> None:
+def test_report_on_an_empty_dir_is_one_line_exit_2(tmp_path: Path, kit_cli) -> None:
     (tmp_path / "unrelated.txt").write_text("hello")
-    proc = kit("report", tmp_path)
+    proc = kit_cli("report", tmp_path)
     assert proc.returncode == 2
     assert (
         len(proc.stderr.strip().splitlines()) == 1 and "not a run, training output or eval dir" in proc.stderr
@@ -192,8 +183,8 @@ def test_report_on_an_empty_dir_is_one_line_exit_2(tmp_path: Path) -> None:
         build_report(tmp_path / "missing")
 
 
-def test_report_published_prints_every_row(table: PublishedTable) -> None:
-    proc = kit("report", "--published")
+def test_report_published_prints_every_row(table: PublishedTable, kit_cli) -> None:
+    proc = kit_cli("report", "--published")
     assert proc.returncode == 0, proc.stderr
     for row in table.rows:
         assert row.name in proc.stdout

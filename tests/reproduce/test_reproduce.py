@@ -23,20 +23,12 @@ OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFL
 CHECKPOINTS = ("epoch_1", "epoch_2", "final")
 
 
-def _kit() -> str:
-    return str(Path(sys.executable).with_name("gpt4allj-kit"))
-
-
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+def smoke_run(
+    tmp_path_factory: pytest.TempPathFactory, kit_cli
+) -> tuple[Path, subprocess.CompletedProcess[str]]:
     run_dir = tmp_path_factory.mktemp("smoke") / "run"
-    done = subprocess.run(
-        [_kit(), "reproduce", "--profile", "smoke", "--output", str(run_dir)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, **OFFLINE},
-    )
+    done = kit_cli("reproduce", "--profile", "smoke", "--output", run_dir, env=OFFLINE, timeout=900)
     return run_dir, done
 
 
@@ -92,15 +84,13 @@ def test_smoke_reproduction_writes_every_artifact(
 
 
 @pytest.mark.slow
-def test_rerun_skips_completed_stages(smoke_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+def test_rerun_skips_completed_stages(
+    smoke_run: tuple[Path, subprocess.CompletedProcess[str]], kit_cli
+) -> None:
     run_dir, first = smoke_run
     assert first.returncode == 0, first.stderr[-3000:]
-    again = subprocess.run(
-        [_kit(), "reproduce", "--profile", "smoke", "--output", str(run_dir), "--json"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, **OFFLINE},
+    again = kit_cli(
+        "reproduce", "--profile", "smoke", "--output", run_dir, "--json", env=OFFLINE, timeout=600
     )
     assert again.returncode == 0, again.stderr[-3000:]
     state = json.loads(again.stdout)
@@ -123,10 +113,10 @@ def _kill_run(proc: subprocess.Popen[str], train_dir: Path) -> None:
 
 
 @pytest.mark.slow
-def test_killed_training_resumes_on_rerun(tmp_path: Path) -> None:
+def test_killed_training_resumes_on_rerun(tmp_path: Path, kit_cli) -> None:
     run_dir = tmp_path / "run"
-    argv = [_kit(), "reproduce", "--profile", "smoke", "--output", str(run_dir)]
-    env = {**os.environ, **OFFLINE}
+    argv = kit_cli.argv("reproduce", "--profile", "smoke", "--output", run_dir)
+    env = kit_cli.env(OFFLINE)
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     train_dir = run_dir / "train"
     deadline = time.monotonic() + 600
@@ -137,13 +127,11 @@ def test_killed_training_resumes_on_rerun(tmp_path: Path) -> None:
     _kill_run(proc, train_dir)
     assert not (train_dir / "final").exists()
 
-    status = subprocess.run(
-        [_kit(), "status", str(run_dir), "--json"], capture_output=True, text=True, env=env
-    )
+    status = kit_cli("status", run_dir, "--json", env=OFFLINE)
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["stages"]["train"]["status"] == "interrupted"
 
-    resumed = subprocess.run([*argv, "--json"], capture_output=True, text=True, timeout=900, env=env)
+    resumed = kit_cli(*argv[1:], "--json", env=OFFLINE, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     state = json.loads(resumed.stdout)
     assert state["stages"]["train"]["status"] == "done"
