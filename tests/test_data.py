@@ -318,20 +318,21 @@ def test_missing_path_and_empty_folder(tmp_path: Path) -> None:
 
 
 def test_hub_repo_id_loads_the_snapshot_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from gpt4allj_kit import hub
+    from gpt4allj_kit.fetch import snapshot as hub_snapshot
+    from gpt4allj_kit.fetch.lock import FileEntry
 
     folder = tmp_path / "snapshots" / ("a" * 40)
     shard = _write_parquet(folder / "data" / "train-00000-of-00001.parquet", _records(0, 4))
     (folder / "README.md").write_text("card")
     calls: list[dict[str, Any]] = []
 
-    def fake_snapshot(repo_id: str, **kwargs: Any) -> hub.Snapshot:
-        # The hub is the one boundary no machine here reaches; hub.snapshot is tested by the fetch stage.
+    def fake_snapshot(repo_id: str, **kwargs: Any) -> hub_snapshot.Snapshot:
+        # The hub is the one boundary no machine here reaches; fetch_snapshot is tested by the fetch stage.
         calls.append({"repo_id": repo_id, **kwargs})
-        entry = hub.FileEntry("data/train-00000-of-00001.parquet", shard.stat().st_size, "f" * 64)
-        return hub.Snapshot(repo_id, "dataset", kwargs["revision"], "a" * 40, folder, (entry,))
+        entry = FileEntry("data/train-00000-of-00001.parquet", shard.stat().st_size, "f" * 64)
+        return hub_snapshot.Snapshot(repo_id, "dataset", kwargs["revision"], "a" * 40, folder, (entry,))
 
-    monkeypatch.setattr(hub, "snapshot", fake_snapshot)
+    monkeypatch.setattr(hub_snapshot, "fetch_snapshot", fake_snapshot)
     raw, provenance = data.load_raw_dataset("nomic-ai/gpt4all-j-prompt-generations", revision="v1.2-jazzy")
     assert calls == [
         {

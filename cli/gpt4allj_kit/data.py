@@ -362,7 +362,7 @@ def load_raw_dataset(
     """The raw rows (prompt, response, and whatever else the files hold) and where they came from.
 
     `dataset_path` is a local jsonl/parquet file, a folder of them, or a hub dataset repo id, which is
-    fetched by commit through `hub.snapshot` (`revision` applies to hub repos only; local files have
+    fetched by commit through `fetch_snapshot` (`revision` applies to hub repos only; local files have
     none). Provenance: source, path, repo_id, revision, sha, files [{path, size, sha256}], rows.
     """
     local = Path(dataset_path).expanduser()
@@ -377,9 +377,9 @@ def load_raw_dataset(
             "files": _file_records(files, None),
         }
     elif _HUB_REPO_ID.match(dataset_path):
-        from gpt4allj_kit import hub
+        from gpt4allj_kit.fetch.snapshot import fetch_snapshot
 
-        snap = hub.snapshot(dataset_path, repo_type="dataset", revision=revision, cache_dir=cache_dir)
+        snap = fetch_snapshot(dataset_path, repo_type="dataset", revision=revision, cache_dir=cache_dir)
         files = data_files(Path(snap.path))
         provenance = {
             "source": "hub",

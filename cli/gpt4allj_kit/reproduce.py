@@ -8,7 +8,6 @@ checkpoints that have no results yet. `RUN_DIR/manifest.json` ties the stages' o
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import time
@@ -109,69 +108,6 @@ def stage_doctor(run: Run) -> Outcome:
 # --- fetch --------------------------------------------------------------------------------------------
 
 
-def _content_sha(files: list[tuple[str, int, str]]) -> str:
-    """A 40-hex digest of a local asset's file list, standing where a hub commit sha stands."""
-    digest = hashlib.sha1(usedforsecurity=False)
-    for path, size, sha in sorted(files):
-        digest.update(f"{path}\0{size}\0{sha}\n".encode())
-    return digest.hexdigest()
-
-
-def _local_asset(repo_id: str, repo_type: str, revision: str, folder: Path, names: list[Path]) -> Any:
-    from gpt4allj_kit.hub import FileEntry, LockedAsset
-
-    files = [(str(p.relative_to(folder)), p.stat().st_size, sha256_file(p)) for p in names]
-    entries = tuple(FileEntry(path, size, sha) for path, size, sha in sorted(files))
-    return LockedAsset(repo_id, repo_type, revision, _content_sha(files), entries)
-
-
-def _tiny_lock(run: Run) -> Any:
-    """The smoke world as lock entries: the generated model, tokenizer, data and task fixtures."""
-    from gpt4allj_kit.assets import tiny_assets
-    from gpt4allj_kit.evaluate.fixtures import task_fixtures
-    from gpt4allj_kit.hub import AssetLock
-
-    tiny = tiny_assets(paths.kit_cache_dir(), seed=run.profile.seed)
-    n = run.profile.eval.limit or 16
-    run.fixtures = task_fixtures(run.run_dir / FIXTURES_DIR, run.profile.seed, n)
-    revision = f"seed{run.profile.seed}"
-    fixture_root = run.run_dir / FIXTURES_DIR
-    return AssetLock(
-        [
-            _local_asset("kit/tiny-gptj", "model", revision, tiny.root, sorted(tiny.model_dir.rglob("*.*"))),
-            _local_asset(
-                "kit/tiny-gptj-tokenizer", "model", revision, tiny.root, sorted(tiny.tokenizer_dir.glob("*"))
-            ),
-            _local_asset("kit/tiny-prompt-generations", "dataset", revision, tiny.root, [tiny.jsonl]),
-            _local_asset(
-                "kit/task-fixtures", "dataset", revision, fixture_root, sorted(fixture_root.rglob("*.jsonl"))
-            ),
-        ]
-    )
-
-
-def _check_same_assets(previous: Any, current: Any) -> None:
-    for asset in current.assets:
-        before = previous.find(asset.repo_id, asset.repo_type, asset.revision)
-        if before is not None and before.sha != asset.sha:
-            raise ConfigError(
-                f"{asset.repo_id}: the generated assets differ from the run's lock ({before.sha[:12]} -> "
-                f"{asset.sha[:12]}); the kit's asset generator changed - use a new --output directory"
-            )
-
-
-def _fetch_tiny(run: Run) -> Outcome:
-    from gpt4allj_kit.hub import read_lock, write_lock
-
-    current = _tiny_lock(run)
-    if run.lock.exists():
-        _check_same_assets(read_lock(run.lock), current)
-    write_lock(run.lock, current)
-    return Outcome(
-        key=f"{len(current.assets)} local assets locked", path=run.lock, detail="offline: generated"
-    )
-
-
 def _hub_what(run: Run) -> list[str]:
     what = ["tasks"]
     if not run.request.skip_train:
@@ -183,22 +119,36 @@ def _hub_what(run: Run) -> list[str]:
     return what
 
 
-def _fetch_hub(run: Run) -> Outcome:
-    from gpt4allj_kit import hub
+def stage_fetch(run: Run) -> Outcome:
+    from gpt4allj_kit.fetch.stage import FetchRequest, fetch_assets
+    from gpt4allj_kit.fetch.tiny import TinyWorld
 
-    requests = hub.asset_requests(_hub_what(run), revision=run.request.revision)
-    locked = run.lock.exists()
+    # The smoke world's assets are generated (its task fixtures into the run dir), the real ones fetched.
+    tiny = (
+        TinyWorld(run.profile.seed, run.run_dir / FIXTURES_DIR, run.profile.eval.limit or 16)
+        if run.tiny
+        else None
+    )
+    request = FetchRequest(
+        what=tuple(_hub_what(run)),
+        revision=run.request.revision,
+        lock=run.lock,
+        locked=run.lock.exists(),
+        tiny=tiny,
+        command=run.request.command,
+    )
 
     def on_file(event: Any) -> None:
         run.hooks.progress(f"fetch {event.repo_id}/{event.path}", event.done, event.total)
 
-    fetched = hub.fetch(requests, lock_path=run.lock, locked=locked, progress=on_file)
-    shas = ", ".join(f"{f.what} {f.snapshot.sha[:12]}" for f in fetched)
-    return Outcome(key=f"{len(fetched)} assets locked", path=run.lock, detail=shas)
-
-
-def stage_fetch(run: Run) -> Outcome:
-    return _fetch_tiny(run) if run.tiny else _fetch_hub(run)
+    result = fetch_assets(request, progress=on_file)
+    run.fixtures = result.fixtures
+    if run.tiny:
+        return Outcome(
+            key=f"{len(result.assets)} local assets locked", path=run.lock, detail="offline: generated"
+        )
+    shas = ", ".join(f"{f.what} {f.snapshot.sha[:12]}" for f in result.assets)
+    return Outcome(key=f"{len(result.assets)} assets locked", path=run.lock, detail=shas)
 
 
 # --- train --------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 from gpt4allj_kit import reproduce as pipeline
+from gpt4allj_kit.config import load_profile
 from gpt4allj_kit.errors import ConfigError
 from gpt4allj_kit.published import load_published_table
 from gpt4allj_kit.runstate import STAGES, load_state
@@ -81,6 +82,11 @@ def test_smoke_reproduction_writes_every_artifact(
     assert manifest["lock_sha256"] and set(manifest["stages"]) == set(STAGES)
     train_manifest = json.loads((train / "manifest.json").read_text())
     assert train_manifest["fetch_lock"]["path"] == str(run_dir / "gpt4allj-kit.lock.json")
+    fetch_manifest = json.loads((run_dir / "gpt4allj-kit.lock.manifest.json").read_text())
+    assert fetch_manifest["stage"] == "fetch" and fetch_manifest["lock"] == str(
+        run_dir / "gpt4allj-kit.lock.json"
+    )
+    assert {a["sha"] for a in fetch_manifest["assets"]} == {a["sha"] for a in lock["assets"]}
 
 
 @pytest.mark.slow
@@ -140,6 +146,26 @@ def test_killed_training_resumes_on_rerun(tmp_path: Path, kit_cli) -> None:
     assert train_manifest["resumed_from"].endswith("step_100") or "step_" in train_manifest["resumed_from"]
     assert (train_dir / "final" / "model.safetensors").is_file()
     assert (run_dir / "report" / "report.html").is_file()
+
+
+def test_the_smoke_fetch_stage_writes_its_manifest_in_the_run_dir(tmp_path: Path) -> None:
+    table = load_published_table()
+    request = pipeline.ReproduceRequest(revision="v1.2-jazzy", profile="smoke", output=tmp_path)
+    run = pipeline.Run(
+        request=request,
+        profile=load_profile("smoke"),
+        row=pipeline.row_for_revision(table, request.revision, None),
+        run_dir=tmp_path,
+        hooks=pipeline.Hooks(),
+        table=table,
+    )
+    outcome = pipeline.stage_fetch(run)
+    assert outcome.path == tmp_path / "gpt4allj-kit.lock.json" and outcome.key == "4 local assets locked"
+    manifest = json.loads((tmp_path / "gpt4allj-kit.lock.manifest.json").read_text())
+    assert manifest["stage"] == "fetch" and manifest["command"] == request.command
+    lock = json.loads(outcome.path.read_text())
+    assert {a["sha"] for a in manifest["assets"]} == {a["sha"] for a in lock["assets"]}
+    assert run.fixtures is not None and run.fixtures.is_relative_to(tmp_path / pipeline.FIXTURES_DIR)
 
 
 def test_revision_without_published_row_is_a_usage_error() -> None:

@@ -38,36 +38,30 @@ def fetch_cmd(
     if offline:
         # huggingface_hub reads this when imported: set it first so nothing below can reach the network.
         os.environ["HF_HUB_OFFLINE"] = "1"
-    from gpt4allj_kit import hub
-    from gpt4allj_kit.manifest import now_iso, write_manifest
+    from gpt4allj_kit.fetch.stage import FetchRequest, fetch_assets
 
-    requests = hub.asset_requests(
-        [w.strip() for w in what.split(",") if w.strip()],
+    request = FetchRequest(
+        what=tuple(w.strip() for w in what.split(",") if w.strip()),
         revision=revision or DEFAULT_REVISION,
         base_revision=base_revision,
         tasks_revision=tasks_revision,
+        lock=lock,
+        locked=locked,
+        verify=verify,
+        offline=offline or None,
+        cache_dir=cache_dir,
+        command=["gpt4allj-kit", *sys.argv[1:]],
     )
-    run = {"lock_path": lock, "locked": locked, "verify": verify or offline, "cache_dir": cache_dir}
-    started = now_iso()
     if json_out or not err_console.is_terminal:
-        fetched = hub.fetch(requests, offline=offline or None, progress=None, **run)
+        result = fetch_assets(request)
     else:
         progress, on_file = _fetch_progress()
         with progress:
-            fetched = hub.fetch(requests, offline=offline or None, progress=on_file, **run)
-    write_manifest(
-        lock.with_name(f"{lock.stem}.manifest.json"),
-        stage="fetch",
-        command=["gpt4allj-kit", *sys.argv[1:]],
-        config={"what": what, "revision": revision, "locked": locked, "verify": verify, "offline": offline},
-        started=started,
-        lock=str(lock),
-        assets=[_fetched_json(f) for f in fetched],
-    )
+            result = fetch_assets(request, progress=on_file)
     if json_out:
-        console.print_json(data={"lock": str(lock), "assets": [_fetched_json(f) for f in fetched]})
+        console.print_json(data=result.as_json())
         return
-    for item in fetched:
+    for item in result.assets:
         snap = item.snapshot
         size = sum(f.size for f in snap.files) / 2**20
         console.print(
@@ -80,22 +74,7 @@ def fetch_cmd(
             console.print(f"  repaired {bad}", highlight=False, soft_wrap=True)
         if item.previous_sha and item.previous_sha != snap.sha:
             console.print(f"  revision moved: lock had {item.previous_sha}, now {snap.sha}", highlight=False)
-    console.print(f"lock: {lock}", highlight=False, soft_wrap=True)
-
-
-def _fetched_json(item: Any) -> dict[str, Any]:
-    snap = item.snapshot
-    return {
-        "what": item.what,
-        "repo_id": snap.repo_id,
-        "repo_type": snap.repo_type,
-        "revision": snap.revision,
-        "sha": snap.sha,
-        "path": str(snap.path),
-        "files": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in snap.files],
-        "repaired": list(snap.repaired),
-        "previous_sha": item.previous_sha,
-    }
+    console.print(f"lock: {result.lock}", highlight=False, soft_wrap=True)
 
 
 def _fetch_progress() -> tuple[Any, Any]:

@@ -185,9 +185,9 @@ def resolve_models(model: str, *, revision: str | None = None, label: str | None
 
 
 def _hub_model(repo_id: str, revision: str, label: str | None) -> ModelSource:
-    from gpt4allj_kit import hub
+    from gpt4allj_kit.fetch.snapshot import fetch_snapshot
 
-    snap = hub.snapshot(repo_id, repo_type="model", revision=revision)
+    snap = fetch_snapshot(repo_id, repo_type="model", revision=revision)
     default = f"{repo_id.split('/')[-1]}@{revision}"
     return ModelSource(
         label=_checked_label(label or default),
@@ -203,9 +203,9 @@ def _hub_model(repo_id: str, revision: str, label: str | None) -> ModelSource:
 
 def _lock_pins(lock_path: Path, tasks: tuple[str, ...], manager: Any) -> dict[str, dict[str, Any]]:
     """Per task, the fetch lock's dataset entry for the task's dataset repo, when the lock has one."""
-    from gpt4allj_kit import hub
+    from gpt4allj_kit.fetch.lock import read_lock
 
-    lock = hub.read_lock(lock_path)
+    lock = read_lock(lock_path)
     pins: dict[str, dict[str, Any]] = {}
     for task in tasks:
         cfg = _task_config(manager, task)

@@ -15,6 +15,7 @@ from typing import Any
 from gpt4allj_kit import paths
 from gpt4allj_kit.compare.results import result_candidates
 from gpt4allj_kit.errors import ConfigError
+from gpt4allj_kit.fetch.lock import lock_manifest_path, read_lock
 
 METRICS_NAME = "metrics.jsonl"
 MANIFEST_NAME = "manifest.json"
@@ -74,7 +75,7 @@ def _eval_dirs(root: Path) -> tuple[EvalDir, ...]:
 
 
 def _manifests(root: Path, exclude: Path | None) -> tuple[Path, ...]:
-    found = [root / RUN_NAME, root / MANIFEST_NAME]
+    found = [root / RUN_NAME, root / MANIFEST_NAME, lock_manifest_path(root / paths.LOCK_NAME)]
     for pattern in (f"*/{MANIFEST_NAME}", f"*/*/{MANIFEST_NAME}", f"{COMPARE_DIR}/*manifest*.json"):
         found += sorted(root.glob(pattern))
     unique = dict.fromkeys(p for p in found if p.is_file() and not (exclude and exclude in p.parents))
@@ -198,25 +199,14 @@ def commands(manifests: dict[Path, dict[str, Any]], root: Path) -> list[tuple[st
 
 
 def lock_assets(path: Path | None) -> list[list[str]]:
-    data = json_object(path) if path else None
-    if not data:
+    """The lock's assets as table rows; a damaged lock shows none (the report still renders the rest)."""
+    if path is None:
         return []
-    assets = data.get("assets", data)
-    items = assets.values() if isinstance(assets, dict) else assets if isinstance(assets, list) else []
-    rows = []
-    for asset in items:
-        if isinstance(asset, dict) and asset.get("repo_id"):
-            files = asset.get("files") if isinstance(asset.get("files"), list) else []
-            rows.append(
-                [
-                    str(asset.get("repo_id")),
-                    str(asset.get("repo_type", "")),
-                    str(asset.get("revision", "")),
-                    str(asset.get("sha", "")),
-                    str(len(files)),
-                ]
-            )
-    return rows
+    try:
+        lock = read_lock(path)
+    except ConfigError:
+        return []
+    return [[a.repo_id, a.repo_type, a.revision, a.sha, str(len(a.files))] for a in lock.assets]
 
 
 def training_facts(series: Metrics) -> list[tuple[str, str]]:

@@ -129,9 +129,9 @@ def resolve_source(name: str, revision: str, repo_type: str = "model") -> tuple[
     local = Path(name).expanduser()
     if local.exists():
         return local, {"source": "local", "path": str(local.resolve())}
-    from gpt4allj_kit import hub
+    from gpt4allj_kit.fetch.snapshot import fetch_snapshot
 
-    snap = hub.snapshot(name, repo_type=repo_type, revision=revision)
+    snap = fetch_snapshot(name, repo_type=repo_type, revision=revision)
     return Path(snap.path), {"source": "hub", "repo_id": name, "revision": revision, "sha": snap.sha}
 
 
@@ -432,16 +432,19 @@ def compiled(model: Any) -> bool:
 def fetch_lock(config: TrainConfig) -> dict[str, Any] | None:
     """The run's fetch lock (`asset_lock`, else the checkout's), when there is one: its sha256 and assets."""
     from gpt4allj_kit import paths
+    from gpt4allj_kit.fetch.lock import read_lock
     from gpt4allj_kit.files import sha256_file
 
     lock = Path(config.asset_lock) if config.asset_lock else paths.project_root() / paths.LOCK_NAME
     if not lock.is_file():
         return None
-    assets = json.loads(lock.read_text(encoding="utf-8")).get("assets", [])
     return {
         "path": str(lock),
         "sha256": sha256_file(lock),
-        "assets": [{k: a.get(k) for k in ("repo_id", "repo_type", "revision", "sha")} for a in assets],
+        "assets": [
+            {"repo_id": a.repo_id, "repo_type": a.repo_type, "revision": a.revision, "sha": a.sha}
+            for a in read_lock(lock).assets
+        ],
     }
 
 

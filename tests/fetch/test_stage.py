@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
-from gpt4allj_kit.hub import read_lock
+import pytest
+from gpt4allj_kit.assets import TinyAssets
+from gpt4allj_kit.errors import ConfigError
+from gpt4allj_kit.fetch.lock import read_lock, write_lock
+from gpt4allj_kit.fetch.stage import FetchRequest, fetch_assets
+from gpt4allj_kit.fetch.tiny import TinyWorld
 
 from .conftest import BASE, DATA, DECOYS, MODEL, Hub
 
@@ -131,3 +137,36 @@ def test_a_connection_dropped_once_is_resumed_within_the_same_fetch(kit, hub: Hu
     run = kit("fetch", "--revision", "v1.2-jazzy", "--what", "data", "--verify")
     assert run.code == 0, run.err
     assert [g.range for g in hub.server.gets("data/train.jsonl")] == [None, "bytes=1000-"]
+
+
+def test_the_stage_writes_the_lock_and_its_manifest_in_the_smoke_world(
+    tiny: TinyAssets, tmp_path: Path
+) -> None:
+    world = TinyWorld(tiny.seed, tmp_path / "fixtures", fixture_rows=4, assets_dir=tiny.root.parent)
+    lock_path = tmp_path / "run" / "gpt4allj-kit.lock.json"
+    result = fetch_assets(FetchRequest(lock=lock_path, tiny=world, command="gpt4allj-kit reproduce"))
+    assert result.lock == lock_path
+    assert result.manifest == lock_path.with_name("gpt4allj-kit.lock.manifest.json")
+    lock = read_lock(lock_path)
+    assert {a.repo_id for a in lock.assets} == {
+        "kit/tiny-gptj",
+        "kit/tiny-gptj-tokenizer",
+        "kit/tiny-prompt-generations",
+        "kit/task-fixtures",
+    }
+    manifest = json.loads(result.manifest.read_text())
+    assert manifest["stage"] == "fetch" and manifest["lock"] == str(lock_path)
+    assert manifest["command"] == "gpt4allj-kit reproduce" and manifest["config"]["tiny"]["seed"] == tiny.seed
+    assert {(a["repo_id"], a["sha"]) for a in manifest["assets"]} == {(a.repo_id, a.sha) for a in lock.assets}
+    assert result.fixtures is not None and (result.fixtures / "boolq.yaml").is_file()
+    # The same seed gives the same content shas: a re-run against the lock leaves it as it was.
+    before = lock_path.read_bytes()
+    again = fetch_assets(FetchRequest(lock=lock_path, locked=True, tiny=world))
+    assert lock_path.read_bytes() == before
+    assert all(f.previous_sha == f.snapshot.sha for f in again.assets)
+    # A lock recording other content (the generator changed since) is refused, and so is its run dir.
+    model = lock.find("kit/tiny-gptj", "model", f"seed{tiny.seed}")
+    assert model is not None
+    write_lock(lock_path, lock.with_asset(replace(model, sha="0" * 40)))
+    with pytest.raises(ConfigError, match="generated assets differ from the run's lock"):
+        fetch_assets(FetchRequest(lock=lock_path, locked=True, tiny=world))

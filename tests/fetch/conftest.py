@@ -1,4 +1,4 @@
-"""Hub test fixtures: the stand-in server with tiny model/dataset repos, and the kit as a subprocess."""
+"""Fetch test fixtures: the stand-in server with tiny model/dataset repos, and the kit as a subprocess."""
 
 from __future__ import annotations
 

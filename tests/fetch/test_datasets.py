@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gpt4allj_kit.hub import task_datasets
+from gpt4allj_kit.fetch.tasks import task_datasets
 from gpt4allj_kit.recipe import EVAL_TASKS
 
 from .conftest import DATA, ROWS, Hub, jsonl

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import time
 
 import pytest
 from gpt4allj_kit.errors import EnvironmentNotReady
-from gpt4allj_kit.hub import hub_errors, read_lock
+from gpt4allj_kit.fetch.errors import hub_errors
+from gpt4allj_kit.fetch.lock import read_lock
 
 from .conftest import BASE, MODEL, Hub
 
@@ -74,3 +76,28 @@ def test_offline_uses_the_complete_cache_and_names_what_is_missing(kit, hub: Hub
     never = kit("fetch", "--revision", "v1.2-jazzy", "--what", "model", "--offline", "--lock", "other.json")
     assert never.code == 3 and "fetch it online first" in _one_line(never.err)
     assert len(hub.server.log) == served
+
+
+def test_offline_without_a_lock_entry_checks_the_cached_listing(kit, hub: Hub) -> None:
+    assert kit("fetch", "--revision", "v1.0", "--what", "model").code == 0
+    served = len(hub.server.log)
+    # Another lock has no entry: the files to expect and their hashes come from the listing cached online.
+    listed = kit(
+        "fetch", "--revision", "v1.0", "--what", "model", "--offline", "--lock", "other.json", "--json"
+    )
+    assert listed.code == 0, listed.err
+    files = {f["path"] for f in listed.json()["assets"][0]["files"]}
+    assert files == {f.path for f in read_lock(kit.lock).find(MODEL, "model", "v1.0").files}
+    snapshot = kit.hf_home / "hub" / "models--nomic-ai--gpt4all-j" / "snapshots" / hub.shas[MODEL, "v1.0"]
+    for name in ("model.safetensors", "config.json"):  # an LFS file and a git file, each one byte flipped
+        blob = (snapshot / name).resolve()
+        data = bytearray(blob.read_bytes())
+        data[10] ^= 0xFF
+        os.chmod(blob, 0o644)
+        blob.write_bytes(bytes(data))
+    bad = kit("fetch", "--revision", "v1.0", "--what", "model", "--offline", "--lock", "third.json")
+    assert bad.code == 3
+    line = _one_line(bad.err)
+    assert "fail verification" in line
+    assert "model.safetensors (corrupted: sha256" in line and "config.json (corrupted: git blob" in line
+    assert len(hub.server.log) == served  # not one request

@@ -1,0 +1,78 @@
+"""The hub client's exceptions as one-line HubErrors that say what to do."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from gpt4allj_kit.errors import HubError
+from gpt4allj_kit.files import disk_errors
+
+
+@contextlib.contextmanager
+def hub_errors(repo_id: str, repo_type: str, revision: str, cache_dir: Path) -> Iterator[None]:
+    """Turns the hub client's exceptions (and a full disk under `cache_dir`) into one-line errors."""
+    import httpx2
+    from huggingface_hub import errors
+
+    where = f"{repo_type} {repo_id}"
+    try:
+        with disk_errors(cache_dir):
+            yield
+    except errors.RevisionNotFoundError:
+        from gpt4allj_kit.fetch.revisions import known_revisions
+
+        raise HubError(
+            f"{where} has no revision '{revision}' (the hub has: {known_revisions(repo_id, repo_type)})"
+        ) from None
+    except errors.GatedRepoError:
+        raise HubError(
+            f"{where} is gated: accept its terms on the hub, then set HF_TOKEN to a token with access"
+        ) from None
+    except errors.RepositoryNotFoundError as exc:
+        raise _not_found(where, exc.response.status_code if exc.response is not None else 404) from None
+    except errors.HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else 0
+        if status in (401, 403):
+            raise _not_found(where, status) from None
+        raise HubError(
+            f"the hub at {_endpoint()} answered HTTP {status} for {where}: try again later"
+        ) from None
+    except (
+        httpx2.ConnectError,
+        httpx2.TimeoutException,
+        httpx2.RemoteProtocolError,
+        httpx2.ReadError,
+    ) as exc:
+        raise HubError(
+            f"cannot reach the hub at {_endpoint()} ({type(exc).__name__}) for {where}@{revision}: "
+            "check the network or HF_ENDPOINT, or use the cache with --offline / HF_HUB_OFFLINE=1"
+        ) from None
+
+
+def _not_found(where: str, status: int) -> HubError:
+    if status in (401, 403) and not _token_set():
+        return HubError(
+            f"{where} is private, gated or absent at {_endpoint()}: set HF_TOKEN to a token with access"
+        )
+    if status in (401, 403):
+        return HubError(
+            f"{where} is not readable with the HF_TOKEN set (HTTP {status}): use a token with access"
+        )
+    return HubError(
+        f"{where} does not exist at {_endpoint()}: check the repo id (and HF_ENDPOINT for a mirror)"
+    )
+
+
+def _token_set() -> bool:
+    """Whether the client sent a token (HF_TOKEN, or the token file a login left)."""
+    from huggingface_hub import get_token
+
+    return get_token() is not None
+
+
+def _endpoint() -> str:
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
