@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,24 +73,13 @@ class KitRun:
 
 
 @pytest.fixture
-def kit(tmp_path: Path, hub: Hub):
+def kit(tmp_path: Path, hub: Hub, kit_cli):
     """Runs `gpt4allj-kit` in a subprocess against the stand-in (env read at import: a fresh process each)."""
     hf_home = tmp_path / "hf-home"
-    exe = Path(sys.executable).with_name("gpt4allj-kit")
 
     def run(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> KitRun:
-        full = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))},
-            "HF_ENDPOINT": hub.server.endpoint,
-            "HF_HOME": str(hf_home),
-            "HF_HUB_DISABLE_TELEMETRY": "1",
-            "NO_COLOR": "1",
-            "COLUMNS": "200",
-            **(env or {}),
-        }
-        proc = subprocess.run(
-            [str(exe), *args], env=full, cwd=tmp_path, capture_output=True, text=True, timeout=timeout
-        )
+        at_hub = {"HF_ENDPOINT": hub.server.endpoint, "HF_HOME": str(hf_home), "NO_COLOR": "1", **(env or {})}
+        proc = kit_cli(*args, env=at_hub, cwd=tmp_path, timeout=timeout)
         return KitRun(proc.returncode, proc.stdout, proc.stderr)
 
     run.hf_home = hf_home  # type: ignore[attr-defined]
