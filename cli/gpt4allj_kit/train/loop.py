@@ -258,20 +258,24 @@ def parameter_grad_norms(accelerator: Any, model: Any) -> dict[str, float]:
     """Each trainable parameter's gradient norm in the step about to be taken (before clipping).
 
     Under DeepSpeed ZeRO a gradient is partitioned over the processes; `safe_get_full_grad` assembles it
-    with a collective, so every process calls this, parameters in the same order.
+    with a collective, so every process calls this, parameters in the same order. With fp16 the gradients
+    still carry the loss scale here, which is divided out (bf16 and fp32 have none).
     """
     if accelerator.state.deepspeed_plugin is not None:
         from deepspeed.utils import safe_get_full_grad as full_grad
+
+        scale = float(getattr(model.optimizer, "loss_scale", 1.0))
     else:
 
         def full_grad(param: Any) -> Any:
             return param.grad
 
+        scale = float(accelerator.scaler.get_scale()) if accelerator.scaler is not None else 1.0
     norms = {}
     for name, param in accelerator.unwrap_model(model).named_parameters():
         grad = full_grad(param) if param.requires_grad else None
         if grad is not None:
-            norms[name] = float(grad.detach().float().norm())
+            norms[name] = float(grad.detach().float().norm()) / scale
     return norms
 
 
