@@ -200,12 +200,12 @@ def test_cli_runs_the_smoke_command_and_propagates_its_exit_code(tmp_path: Path)
     assert (tmp_path / "outputs" / "smoke" / "metrics.jsonl").is_file()
 
 
-@pytest.mark.parametrize(("backend", "tolerance"), [("ddp", 1e-4), ("deepspeed", 0.05)])
+@pytest.mark.parametrize(("backend", "tolerance"), [("ddp", 1e-6), ("deepspeed", 1e-5)])
 def test_log_grads_every_logs_each_parameters_gradient_norm(
     backend, tolerance, ddp_reference, deepspeed_reference
 ) -> None:
     """Every `log_grads_every` (2) steps one record holds each parameter's gradient norm; together they
-    make the global norm that the step's record logs (DeepSpeed's own, from ZeRO's partitions, in bf16)."""
+    make the global norm that the step's record logs (DeepSpeed's own, computed from ZeRO's partitions)."""
     run = ddp_reference if backend == "ddp" else deepspeed_reference
     records = [m for m in run.metrics() if "grad_norms" in m]
     steps = [m["step"] for m in run.train_metrics()]
