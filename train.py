@@ -5,8 +5,10 @@
         --deepspeed_config_file=configs/deepspeed/ds_config_gptj.json \
         train.py --config configs/train/finetune_gptj.yaml
 
-Options: --config FILE, --set key=value (repeatable), --resume [latest|step_N dir]. The loop is
-`gpt4allj_kit.train.loop`; `gpt4allj-kit train` builds and runs this command for you.
+Options: --config FILE, --set key=value (repeatable), --resume [latest|step_N dir] (the config's
+`checkpoint` key does the same). The loop is `gpt4allj_kit.train.loop`; `gpt4allj-kit train` builds and
+runs this command for you, with `--config OUTPUT_DIR/train_config.yaml`: the config it resolved (profile,
+--set, paths) and wrote there.
 """
 
 import sys

@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 import yaml
 from gpt4allj_kit import paths
-from gpt4allj_kit.config import TrainConfig, load_profile, load_train_config
+from gpt4allj_kit.config import (
+    TrainConfig,
+    load_profile,
+    load_train_config,
+    train_config_changes,
+    train_config_yaml,
+)
 from gpt4allj_kit.errors import ConfigError
 
 UPSTREAM = Path(__file__).parent / "data" / "upstream_finetune_gptj.yaml"
@@ -74,6 +80,8 @@ BAD_FILES = {
     "unknown padding mode": ({"padding": "ragged"}, "padding", "'faithful' or 'dynamic'"),
     "literal CHANGE": ({"output_dir": "CHANGE"}, "output_dir", "required value is missing"),
     "placeholder in optional key": ({"wandb_entity": "<your entity>"}, "wandb_entity", "placeholder"),
+    "hub push asked for": ({"save_name": "me/gptj"}, "save_name", "hf upload"),
+    "eval_steps other than upstream's": ({"eval_steps": 4}, "eval_steps", "use eval_every"),
 }
 
 
@@ -146,3 +154,38 @@ def test_good_config_through_the_cli(kit_cli) -> None:
     assert result.returncode == 0, result.stderr
     resolved = TrainConfig.model_validate_json(result.stdout)
     assert (resolved.lr, resolved.max_length) == (3e-4, 128)
+
+
+def test_save_name_placeholders_mean_no_push_and_a_name_is_refused() -> None:
+    for value in (None, "# CHANGE", "CHANGE", "<your repo>"):
+        assert load_train_config(None, {"save_name": value}).save_name is None, value
+    with pytest.raises(ConfigError, match=r"key 'save_name': the kit never pushes to the hub.*hf upload"):
+        load_train_config(None, ["save_name=me/gptj-epochs"])
+
+
+def test_eval_steps_accepts_only_what_upstream_ignored() -> None:
+    assert load_train_config(None, ["eval_steps=105"]).eval_steps == 105
+    assert load_train_config(None, ["eval_steps=null"]).eval_steps is None
+    with pytest.raises(ConfigError, match=r"never read it.*eval_every"):
+        load_train_config(None, ["eval_steps=10"])
+
+
+def test_log_grads_every_is_a_positive_step_count_or_null() -> None:
+    assert load_train_config(None, ["log_grads_every=null"]).log_grads_every is None
+    with pytest.raises(ConfigError, match="key 'log_grads_every'"):
+        load_train_config(None, ["log_grads_every=0"])
+
+
+def test_resolved_config_is_written_as_yaml_that_reads_back_equal(tmp_path: Path) -> None:
+    smoke = load_profile("smoke")
+    config = load_train_config(
+        None, {"lr": 3e-4, "padding": "dynamic", "revision": "no", "checkpoint": "latest"},
+        base_overrides=smoke.train,
+    )  # fmt: skip
+    written = tmp_path / "train_config.yaml"
+    written.write_text(train_config_yaml(config, header="resolved\nfor a test"))
+    assert written.read_text().startswith("# resolved\n# for a test\n")
+    assert load_train_config(written) == config
+    changes = train_config_changes(paths.default_train_config(), config)
+    assert changes["lr"] == 3e-4 and changes["revision"] == "no" and changes["max_length"] == 128
+    assert "seed" not in changes and "model_name" not in changes

@@ -1,4 +1,4 @@
-"""The doctor on this CPU machine (through the real CLI) and its verdicts on described machines."""
+"""The doctor on this CPU machine (through the real CLI) and its readiness on described machines."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from gpt4allj_kit import doctor, paths
 from gpt4allj_kit.config import load_profile, load_train_config
-from gpt4allj_kit.doctor import Disk, Gpu, OpStatus, Report
+from gpt4allj_kit.doctor import Disk, Gpu, MachineFacts, OpStatus
 from gpt4allj_kit.errors import EnvironmentNotReady
 from packaging.utils import canonicalize_name
 
@@ -48,14 +48,16 @@ def test_unknown_profile_is_a_usage_error(kit_cli) -> None:
     assert "Traceback" not in result.stderr
 
 
-# --- verdicts on described machines -------------------------------------------------------------------
+# --- readiness on described machines ------------------------------------------------------------------
 
 FULL_OUTPUT = load_train_config(
     load_profile("full").train_config, base_overrides=load_profile("full").train
 ).output_dir
 
 
-def _machine(gpus: int = 8, memory_gb: float = 85.1, capability: str = "8.0", **changes: object) -> Report:
+def _machine(
+    gpus: int = 8, memory_gb: float = 85.1, capability: str = "8.0", **changes: object
+) -> MachineFacts:
     """A described machine: by default the published one (8 x A100 80GB, plenty of disk)."""
     disks = [
         Disk(label=label, path=str(path), probed="/", free_gb=1000.0, total_gb=2000.0)
@@ -64,7 +66,7 @@ def _machine(gpus: int = 8, memory_gb: float = 85.1, capability: str = "8.0", **
             ("output (full)", Path(FULL_OUTPUT)),
         )
     ]
-    report = Report(
+    facts = MachineFacts(
         kit_version="0", python=f"{LOCKED_PYTHON}.7", platform="Linux", cpu_cores=64, memory_gb=1000.0,
         torch="2.14.1", torch_cuda="13.0", cuda_available=gpus > 0, driver="580.1", smi_gpus=gpus,
         gpus=[
@@ -81,7 +83,7 @@ def _machine(gpus: int = 8, memory_gb: float = 85.1, capability: str = "8.0", **
         hub=doctor.Hub(endpoint="https://hf.co", offline=False, token_set=False, wandb_key_set=False),
         lock=doctor.LockCheck(path="lock.txt", sha256="0" * 64, locked=143),
     )  # fmt: skip
-    return report.model_copy(update=changes)
+    return facts.model_copy(update=changes)
 
 
 @pytest.fixture(scope="module")
@@ -90,22 +92,22 @@ def full():  # type: ignore[no-untyped-def]
 
 
 def test_the_published_machine_runs_full(full) -> None:  # type: ignore[no-untyped-def]
-    result = doctor.verdict(full, _machine())
+    result = doctor.readiness(full, _machine())
     assert result.can_run and not result.reasons, result
     assert doctor.preflight(full, _machine()).can_run
 
 
 def test_fewer_gpus_says_which_accumulation_keeps_256(full) -> None:  # type: ignore[no-untyped-def]
-    result = doctor.verdict(full, _machine(gpus=4))
+    result = doctor.readiness(full, _machine(gpus=4))
     assert not result.can_run
     assert result.reasons == ["4 GPUs visible, full needs 8"]
     assert any("not 256" in n and "gradient_accumulation_steps=2" in n for n in result.notes)
-    three = doctor.verdict(full, _machine(gpus=3))
+    three = doctor.readiness(full, _machine(gpus=3))
     assert any("256 is not divisible by 3" in n for n in three.notes)
 
 
 def test_smaller_gpus_say_the_6b_model_will_not_fit(full) -> None:  # type: ignore[no-untyped-def]
-    result = doctor.verdict(full, _machine(memory_gb=42.4))
+    result = doctor.readiness(full, _machine(memory_gb=42.4))
     assert not result.can_run
     assert any("GPU memory below 80 GB" in r and "42.4 GB" in r for r in result.reasons)
     note = next(n for n in result.notes if "ZeRO-2" in n)
@@ -116,17 +118,23 @@ def test_smaller_gpus_say_the_6b_model_will_not_fit(full) -> None:  # type: igno
 
 
 def test_no_bf16_before_ampere(full) -> None:  # type: ignore[no-untyped-def]
-    result = doctor.verdict(full, _machine(capability="7.0"))
+    result = doctor.readiness(full, _machine(capability="7.0"))
     assert any("no bf16" in r for r in result.reasons)
     assert any("fp16" in n for n in result.notes)
 
 
 def test_gpus_that_torch_cannot_see_point_at_the_driver(full) -> None:  # type: ignore[no-untyped-def]
     report = _machine(gpus=0).model_copy(update={"smi_gpus": 8, "driver": "470.1"})
-    result = doctor.verdict(full, report)
+    result = doctor.readiness(full, report)
     assert any("nvidia-smi lists 8" in r and "470.1" in r for r in result.reasons)
-    with pytest.raises(EnvironmentNotReady, match=r"cannot run profile 'full'.*no CUDA GPU"):
+    with pytest.raises(EnvironmentNotReady, match=r"cannot run profile 'full'.*no CUDA GPU") as refused:
         doctor.preflight(full, report)
+    assert refused.value.readiness == result  # the whole judgement travels with the one-line refusal
+
+
+def test_forced_preflight_returns_the_blocking_reasons(full) -> None:  # type: ignore[no-untyped-def]
+    forced = doctor.preflight(full, _machine(gpus=4), force=True)
+    assert not forced.can_run and forced.reasons == ["4 GPUs visible, full needs 8"]
 
 
 def test_unbuildable_deepspeed_optimizer_blocks(full) -> None:  # type: ignore[no-untyped-def]
@@ -134,7 +142,7 @@ def test_unbuildable_deepspeed_optimizer_blocks(full) -> None:  # type: ignore[n
         version="0.19.8", accelerator="cuda", ninja=None,
         ops={"fused_adam": OpStatus(installed=False, compatible=False)},
     )  # fmt: skip
-    result = doctor.verdict(full, _machine(deepspeed=deepspeed))
+    result = doctor.readiness(full, _machine(deepspeed=deepspeed))
     assert any("fused_adam" in r for r in result.reasons)
     assert any("ninja" in n for n in result.notes)
 
@@ -144,18 +152,18 @@ def test_drift_and_small_disk(full) -> None:  # type: ignore[no-untyped-def]
         path="lock.txt", sha256="0" * 64, locked=143,
         drift=[doctor.Drift(name="transformers", locked="5.24.0", installed="5.0.0")],
     )  # fmt: skip
-    drifted = doctor.verdict(full, _machine(lock=lock))
+    drifted = doctor.readiness(full, _machine(lock=lock))
     assert drifted.can_run and any("transformers 5.0.0 (lock 5.24.0)" in n for n in drifted.notes)
     small = [d.model_copy(update={"free_gb": 50.0}) for d in _machine().disk]
-    result = doctor.verdict(full, _machine(disk=small))
+    result = doctor.readiness(full, _machine(disk=small))
     assert any("50 GB free" in r and "needs 200 GB" in r for r in result.reasons)
 
 
 def test_smoke_needs_no_gpu() -> None:
     smoke = load_profile("smoke")
     report = _machine(gpus=0, cpu_cores=2, memory_gb=8.0)
-    assert doctor.verdict(smoke, report).can_run
-    assert not doctor.verdict(smoke, report.model_copy(update={"gloo": False})).can_run
+    assert doctor.readiness(smoke, report).can_run
+    assert not doctor.readiness(smoke, report.model_copy(update={"gloo": False})).can_run
 
 
 def test_lock_drift_reads_pins_and_markers(tmp_path: Path) -> None:
@@ -194,7 +202,7 @@ def test_lock_drift_ignores_the_copies_setuptools_vendors() -> None:
 
 def test_a_python_other_than_the_locked_minor_is_noted() -> None:
     full = load_profile("full")
-    assert not [n for n in doctor.verdict(full, _machine()).notes if "the lock is for Python" in n]
+    assert not [n for n in doctor.readiness(full, _machine()).notes if "the lock is for Python" in n]
     other = _machine().model_copy(update={"python": f"{LOCKED[0]}.{LOCKED[1] - 1}.9"})
-    notes = [n for n in doctor.verdict(full, other).notes if "the lock is for Python" in n]
+    notes = [n for n in doctor.readiness(full, other).notes if "the lock is for Python" in n]
     assert notes == [f"Python {LOCKED[0]}.{LOCKED[1] - 1}.9: the lock is for Python {LOCKED_PYTHON}"]

@@ -1,9 +1,10 @@
 """Multi-node training on an existing cluster: a Slurm sbatch script, or per-host commands from a hostfile.
 
-Both run one `accelerate launch` per node (the documented flags, plus `--num_machines`, `--machine_rank`
-and `--main_process_ip`); accelerate starts that node's processes. On Slurm the node rank is the task's
-`$SLURM_NODEID` and the main node is the first of `scontrol show hostnames`, both resolved when the job
-runs, so one script serves any allocation. Tokens are never written: srun passes the submitting
+Both run one `accelerate launch ... train.py --config FILE` per node (the documented flags, plus
+`--num_machines`, `--machine_rank` and `--main_process_ip`), FILE being the run's resolved config, written
+into its output dir beside the script; accelerate starts that node's processes. On Slurm the node rank is
+the task's `$SLURM_NODEID` and the main node is the first of `scontrol show hostnames`, both resolved when
+the job runs, so one script serves any allocation. Tokens are never written: srun passes the submitting
 environment (HF_TOKEN, WANDB_API_KEY) through to every task.
 """
 
@@ -16,12 +17,15 @@ import subprocess
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from gpt4allj_kit import __version__, paths
 from gpt4allj_kit.config import LaunchConfig
 from gpt4allj_kit.errors import ConfigError, EnvironmentNotReady
 from gpt4allj_kit.files import atomic_write_text, disk_errors
+
+if TYPE_CHECKING:
+    from gpt4allj_kit.train.launch import LaunchPlan
 
 # The image's layout (Dockerfile): where the kit and its virtualenv live inside the container.
 IMAGE_WORKDIR = "/opt/gpt4allj-kit"
@@ -105,18 +109,19 @@ def _node_launch(request: ClusterRequest, launch: LaunchConfig) -> LaunchConfig:
 def node_command(
     request: ClusterRequest,
     launch: LaunchConfig,
-    train_args: list[str],
+    config_file: Path,
     *,
     machine_rank: int | str,
     main_process_ip: str,
 ) -> list[str]:
-    """The `accelerate launch ... train.py ...` argv one node runs; `--num_processes` counts all nodes."""
+    """The `accelerate launch ... train.py --config FILE` argv one node runs; `--num_processes` counts all
+    nodes. `config_file` must be where every node can read it (the output dir, shared or mounted)."""
     from gpt4allj_kit.train.launch import accelerate_command
 
     # accelerate's --num_processes is the total over all machines; it starts its share on each.
     return accelerate_command(
         _node_launch(request, launch),
-        list(train_args),
+        ["--config", str(config_file)],
         num_processes=request.nodes * processes_per_node(request, launch),
         num_machines=request.nodes,
         machine_rank=machine_rank,
@@ -244,14 +249,14 @@ def sbatch_script_for(
     return "\n".join(lines) + "\n"
 
 
-def sbatch_script(request: ClusterRequest, launch: LaunchConfig, train_args: list[str]) -> str:
-    """The sbatch script for a multi-node training run of `train.py <train_args>`."""
+def sbatch_script(request: ClusterRequest, launch: LaunchConfig, config_file: Path) -> str:
+    """The sbatch script for a multi-node training run of `train.py --config <config_file>`."""
     request = _validated(request)
     if _is_cpu(request, launch):
         cpus = request.cpus_per_task or processes_per_node(request, launch)
         request = replace(request, cpu=True, cpus_per_task=cpus)
     argv = node_command(
-        request, launch, train_args, machine_rank=NODE_RANK, main_process_ip=f"${MAIN_IP_VARIABLE}"
+        request, launch, config_file, machine_rank=NODE_RANK, main_process_ip=f"${MAIN_IP_VARIABLE}"
     )
     return sbatch_script_for(request, argv, environment=launch_environment(request, launch))
 
@@ -268,9 +273,9 @@ def _write_script(path: Path, text: str) -> Path:
     return path
 
 
-def write_sbatch(request: ClusterRequest, launch: LaunchConfig, train_args: list[str]) -> Path:
+def write_sbatch(request: ClusterRequest, launch: LaunchConfig, config_file: Path) -> Path:
     """The sbatch script written to `<output_dir>/<job_name>.sbatch` (the dir also takes Slurm's log)."""
-    return _write_script(sbatch_path(request), sbatch_script(request, launch, train_args))
+    return _write_script(sbatch_path(request), sbatch_script(request, launch, config_file))
 
 
 class JobFailed(EnvironmentNotReady):
@@ -327,24 +332,22 @@ def _hosts(request: ClusterRequest) -> list[str]:
     return hosts
 
 
-def hostfile_commands(
-    request: ClusterRequest, launch: LaunchConfig, train_args: list[str]
-) -> list[list[str]]:
+def hostfile_commands(request: ClusterRequest, launch: LaunchConfig, config_file: Path) -> list[list[str]]:
     """One `accelerate launch` argv per host of the hostfile, in its order (machine rank = line)."""
     request = _validated(request)
     hosts = _hosts(request)
     request = replace(request, nodes=len(hosts))
     main_ip = request.main_process_ip or hosts[0]
     return [
-        node_command(request, launch, train_args, machine_rank=rank, main_process_ip=main_ip)
+        node_command(request, launch, config_file, machine_rank=rank, main_process_ip=main_ip)
         for rank in range(len(hosts))
     ]
 
 
-def hostfile_script(request: ClusterRequest, launch: LaunchConfig, train_args: list[str]) -> str:
+def hostfile_script(request: ClusterRequest, launch: LaunchConfig, config_file: Path) -> str:
     """A bash script that, started on each host with that host's name, runs the host's launch."""
     hosts = _hosts(_validated(request))
-    commands = hostfile_commands(request, launch, train_args)
+    commands = hostfile_commands(request, launch, config_file)
     environment = launch_environment(request, launch)
     name = f"{request.job_name}.sh"
     root = shlex.quote(str(paths.project_root()))
@@ -366,7 +369,28 @@ def hostfile_script(request: ClusterRequest, launch: LaunchConfig, train_args: l
     return "\n".join(lines) + "\n"
 
 
-def write_hostfile_script(request: ClusterRequest, launch: LaunchConfig, train_args: list[str]) -> Path:
+def write_hostfile_script(request: ClusterRequest, launch: LaunchConfig, config_file: Path) -> Path:
     """The per-host launch script written to `<output_dir>/<job_name>.sh`."""
     path = request.output_dir / f"{request.job_name}.sh"
-    return _write_script(path, hostfile_script(request, launch, train_args))
+    return _write_script(path, hostfile_script(request, launch, config_file))
+
+
+@dataclass(frozen=True)
+class ClusterLaunch:
+    """What `write_launch` wrote: the resolved config, the script, and each host's command (hostfile)."""
+
+    config_file: Path
+    script: Path
+    host_commands: list[list[str]]
+
+
+def write_launch(request: ClusterRequest, plan: LaunchPlan) -> ClusterLaunch:
+    """The planned run's resolved config and its sbatch (`slurm`) or per-host (`accelerate`) script."""
+    from gpt4allj_kit.train.launch import write_config
+
+    request = _validated(request)  # a bad request (or hostfile) stops before anything is written
+    slurm = request.launcher == "slurm"
+    commands = [] if slurm else hostfile_commands(request, plan.launch, plan.config_file)
+    config_file = write_config(plan)
+    write = write_sbatch if slurm else write_hostfile_script
+    return ClusterLaunch(config_file, write(request, plan.launch, config_file), commands)

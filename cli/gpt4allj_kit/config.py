@@ -19,6 +19,8 @@ from gpt4allj_kit.errors import ConfigError
 from gpt4allj_kit.recipe import DEFAULT_REVISION
 
 # Upstream ships "# CHANGE" (read by YAML as null); users often leave "CHANGE", "<path>" or "TODO".
+# The value upstream's config carries for `eval_steps`, a key its train.py never read.
+UPSTREAM_EVAL_STEPS = 105
 _PLACEHOLDER = re.compile(r"^\s*(#\s*)?(change(\s*me)?|todo|fixme|xxx|<[^>]*>|\.\.\.)\s*$", re.IGNORECASE)
 
 
@@ -43,6 +45,7 @@ class TrainConfig(_Strict):
     model_name: str
     tokenizer_name: str
     gradient_checkpointing: bool = True
+    # Upstream pushed every epoch to the hub as `<save_name>-epoch_N`; the kit never uploads (see validator).
     save_name: str | None = None
 
     # dataset
@@ -57,10 +60,13 @@ class TrainConfig(_Strict):
     min_lr: float = Field(0.0, ge=0)
     weight_decay: float = Field(0.0, ge=0)
     eval_every: int = Field(500, ge=1)
-    eval_steps: int = Field(105, ge=1)
+    # Upstream's train.py never read it: every evaluation covered the whole validation split (see validator).
+    eval_steps: int | None = UPSTREAM_EVAL_STEPS
     save_every: int = Field(500, ge=1)
-    log_grads_every: int = Field(100, ge=1)
+    # Every N optimizer steps, each parameter's gradient norm goes to metrics.jsonl; null: never.
+    log_grads_every: int | None = Field(100, ge=1)
     output_dir: str
+    # A saved `step_N/` state (or "latest", the newest in output_dir) to resume from: what --resume gives.
     checkpoint: str | None = None
     lora: bool = False
     warmup_steps: int = Field(500, ge=0)
@@ -91,12 +97,33 @@ class TrainConfig(_Strict):
     def _required(cls, value: object) -> object:
         return _required_text(value)
 
-    @field_validator("save_name", "checkpoint", "wandb_entity", "wandb_project_name", mode="before")
+    @field_validator("checkpoint", "wandb_entity", "wandb_project_name", mode="before")
     @classmethod
     def _placeholder_is_unset(cls, value: object) -> object:
         if isinstance(value, str) and is_placeholder(value):
             raise ValueError(f"placeholder {value!r}: give a real value or null")
         return value
+
+    @field_validator("save_name", mode="before")
+    @classmethod
+    def _no_hub_push(cls, value: object) -> object:
+        if is_placeholder(value):
+            return None  # upstream's "# CHANGE": no push asked for
+        raise ValueError(
+            "the kit never pushes to the hub (upstream pushed each epoch to <save_name>-epoch_N): set it to "
+            "null and upload a checkpoint yourself, e.g. `hf upload REPO OUTPUT_DIR/epoch_1`"
+        )
+
+    @field_validator("eval_steps", mode="before")
+    @classmethod
+    def _eval_steps_is_upstream_only(cls, value: object) -> object:
+        if value is None or value == UPSTREAM_EVAL_STEPS:
+            return value
+        raise ValueError(
+            f"upstream's train.py never read it (every evaluation covers the whole validation split, here "
+            f"as there), so only its upstream value {UPSTREAM_EVAL_STEPS} or null is accepted; use "
+            "eval_every to evaluate less often"
+        )
 
     @model_validator(mode="after")
     def _wandb_needs_project(self) -> TrainConfig:
@@ -281,6 +308,23 @@ def load_train_config(
 
 # What --profile means when it is not given: the published recipe.
 DEFAULT_PROFILE = "full"
+
+
+def train_config_changes(path: str | Path, config: TrainConfig) -> dict[str, Any]:
+    """The keys whose value in `config` differs from what the file at `path` says (or defaults to)."""
+    written = load_yaml(_resolve(path))
+    changes = {}
+    for key, value in config.model_dump(mode="json").items():
+        default = TrainConfig.model_fields[key].get_default(call_default_factory=True)
+        if written.get(key, default) != value:
+            changes[key] = value
+    return changes
+
+
+def train_config_yaml(config: TrainConfig, header: str = "") -> str:
+    """`config` as YAML that `load_train_config` reads back to an equal config; `header` becomes comments."""
+    comments = "".join(f"# {line}\n" for line in header.splitlines())
+    return comments + yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
 
 
 def load_profile(name_or_path: str) -> Profile:

@@ -1,9 +1,10 @@
 """Can this machine run a profile? The doctor collects the facts and judges each profile against them.
 
-`collect()` gathers a `Report` (software, GPUs, DeepSpeed ops, disk, hub, lock drift) without building or
-downloading anything; `verdict(profile, report)` compares it with the profile's `requirements` and says
-what blocks a run and what a difference implies. Other stages call `preflight(profile)` before long work.
-The report holds only whether a token is set, never its value.
+`collect()` gathers `MachineFacts` (software, GPUs, DeepSpeed ops, disk, hub, lock drift) without building
+or downloading anything; `readiness(profile, facts)` compares them with the profile's `requirements` and
+says what blocks a run and what a difference implies. Stages call `preflight(profile)` before long work:
+the same judgement, raised as one line when the run cannot go ahead. The facts hold only whether a token
+is set, never its value.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from gpt4allj_kit.config import Profile, load_profile, load_train_config
 from gpt4allj_kit.errors import ConfigError, EnvironmentNotReady
 from gpt4allj_kit.files import sha256_file
 from gpt4allj_kit.manifest import hardware
+from gpt4allj_kit.recipe import REFERENCE_GLOBAL_BATCH
 
 # GPT-J-6B's parameter count (model card of EleutherAI/gpt-j-6B), for the ZeRO-2 memory estimate.
 GPTJ_6B_PARAMS = 6_053_381_344
@@ -86,7 +88,9 @@ class Hub(BaseModel):
     wandb_key_set: bool
 
 
-class Report(BaseModel):
+class MachineFacts(BaseModel):
+    """What the doctor found on this machine."""
+
     kit_version: str
     python: str
     platform: str
@@ -109,7 +113,9 @@ class Report(BaseModel):
     lock: LockCheck
 
 
-class Verdict(BaseModel):
+class Readiness(BaseModel):
+    """Whether this machine can run one profile, what blocks it and what differs."""
+
     profile: str
     can_run: bool
     reasons: list[str] = Field(default_factory=list, description="what blocks the run")
@@ -119,8 +125,9 @@ class Verdict(BaseModel):
 
 
 class Diagnosis(BaseModel):
-    report: Report
-    verdicts: list[Verdict]
+    # The JSON keys of `doctor --json` ("report", "verdicts") are kept for its readers.
+    report: MachineFacts
+    verdicts: list[Readiness]
 
 
 # --- collecting ---------------------------------------------------------------------------------------
@@ -303,13 +310,13 @@ def _output_dir(profile: Profile) -> Path:
 def _disks(profiles: list[Profile]) -> list[Disk]:
     disks = [_disk("hub cache", hub_cache_dir()), _disk("kit cache", paths.kit_cache_dir())]
     for profile in profiles:
-        with contextlib.suppress(ConfigError):  # the verdict reports a broken train config
+        with contextlib.suppress(ConfigError):  # readiness() reports a broken train config
             disks.append(_disk(f"output ({profile.name})", _output_dir(profile)))
     return disks
 
 
-def collect(profiles: list[Profile] | None = None) -> Report:
-    """Everything the verdicts need about this machine; also measures each profile's output dir."""
+def collect(profiles: list[Profile] | None = None) -> MachineFacts:
+    """Everything the readiness checks need about this machine; also measures each profile's output dir."""
     import psutil
 
     try:
@@ -324,7 +331,7 @@ def collect(profiles: list[Profile] | None = None) -> Report:
         with contextlib.suppress(Exception):
             nccl_version = ".".join(str(p) for p in torch.cuda.nccl.version())
     distributed = torch is not None and torch.distributed.is_available()
-    return Report(
+    return MachineFacts(
         kit_version=__version__,
         python=platform.python_version(),
         platform=platform.platform(),
@@ -414,49 +421,49 @@ def _memory_note(small: list[Gpu], need_gb: float, per_device: int, target: int,
     )
 
 
-def _gpu_findings(profile: Profile, report: Report, batch: int, accum: int) -> tuple[list[str], list[str]]:
+def _gpu_findings(profile: Profile, facts: MachineFacts, batch: int) -> tuple[list[str], list[str]]:
     req = profile.requirements
     reasons: list[str] = []
     notes: list[str] = []
-    target = batch * req.gpus * accum
-    if not report.cuda_available:
+    target = REFERENCE_GLOBAL_BATCH  # what the advice on fewer or smaller GPUs keeps
+    if not facts.cuda_available:
         hint = ""
-        if report.smi_gpus:
+        if facts.smi_gpus:
             hint = (
-                f" (nvidia-smi lists {report.smi_gpus} with driver {report.driver}, but torch built for "
-                f"CUDA {report.torch_cuda} sees none: the driver may be too old for it, or "
+                f" (nvidia-smi lists {facts.smi_gpus} with driver {facts.driver}, but torch built for "
+                f"CUDA {facts.torch_cuda} sees none: the driver may be too old for it, or "
                 "CUDA_VISIBLE_DEVICES hides them)"
             )
         reasons.append(f"no CUDA GPU visible to torch{hint}; {profile.name} needs {req.gpus} GPUs")
         return reasons, notes
-    have = len(report.gpus)
+    have = len(facts.gpus)
     if have < req.gpus:
         reasons.append(f"{have} GPU{'s' if have != 1 else ''} visible, {profile.name} needs {req.gpus}")
         notes.append(_fewer_gpus_note(target, batch, have, req.gpus))
     elif have > req.gpus:
         notes.append(f"{have} GPUs visible; the launch uses {req.gpus} (num_processes), the rest stay idle")
-    small = [g for g in report.gpus if g.memory_gb < req.min_gpu_memory_gb]
+    small = [g for g in facts.gpus if g.memory_gb < req.min_gpu_memory_gb]
     if small:
         listed = ", ".join(f"GPU {g.index} {g.name} {g.memory_gb:g} GB" for g in small)
         reasons.append(f"GPU memory below {req.min_gpu_memory_gb:g} GB: {listed}")
         notes.append(_memory_note(small, req.min_gpu_memory_gb, batch, target, min(have, req.gpus)))
-    if req.bf16 and not all(g.bf16 for g in report.gpus):
-        old = ", ".join(f"GPU {g.index} {g.name} (sm {g.capability})" for g in report.gpus if not g.bf16)
+    if req.bf16 and not all(g.bf16 for g in facts.gpus):
+        old = ", ".join(f"GPU {g.index} {g.name} (sm {g.capability})" for g in facts.gpus if not g.bf16)
         reasons.append(f"no bf16 on {old}: bf16 needs compute capability 8.0+")
         notes.append("fp16 instead of bf16 adds loss scaling and changes the numerics: not the published run")
-    if req.gpus > 1 and not report.nccl:
+    if req.gpus > 1 and not facts.nccl:
         reasons.append("torch has no NCCL: multi-GPU training needs it")
     return reasons, notes
 
 
-def _software_findings(profile: Profile, report: Report) -> tuple[list[str], list[str]]:
+def _software_findings(profile: Profile, facts: MachineFacts) -> tuple[list[str], list[str]]:
     launch = profile.launch
     reasons: list[str] = []
     notes: list[str] = []
-    if report.torch is None:
+    if facts.torch is None:
         reasons.append("torch is not installed (run scripts/install.sh)")
     if launch.use_deepspeed:
-        ds = report.deepspeed
+        ds = facts.deepspeed
         if ds.version is None or ds.error:
             reasons.append(f"DeepSpeed is unusable: {ds.error}")
         else:
@@ -472,37 +479,35 @@ def _software_findings(profile: Profile, report: Report) -> tuple[list[str], lis
                     "(not found; activate the venv or install ninja)"
                 )
     processes = launch.num_processes if isinstance(launch.num_processes, int) else 1
-    if launch.cpu and processes > 1 and not report.gloo:
+    if launch.cpu and processes > 1 and not facts.gloo:
         reasons.append("torch has no gloo backend: multi-process CPU training needs it")
-    if not launch.cpu and launch.dynamo_backend == "inductor" and not report.triton:
+    if not launch.cpu and launch.dynamo_backend == "inductor" and not facts.triton:
         reasons.append("dynamo backend inductor on GPU needs triton, which is not installed")
-    if report.lock.drift:
-        listed = ", ".join(
-            f"{d.name} {d.installed or 'missing'} (lock {d.locked})" for d in report.lock.drift
-        )
-        notes.append(f"{len(report.lock.drift)} packages differ from the lock: {listed}; results may differ")
+    if facts.lock.drift:
+        listed = ", ".join(f"{d.name} {d.installed or 'missing'} (lock {d.locked})" for d in facts.lock.drift)
+        notes.append(f"{len(facts.lock.drift)} packages differ from the lock: {listed}; results may differ")
     locked = paths.locked_python()
-    if locked and tuple(int(p) for p in report.python.split(".")[:2]) != locked:
-        notes.append(f"Python {report.python}: the lock is for Python {'.'.join(map(str, locked))}")
+    if locked and tuple(int(p) for p in facts.python.split(".")[:2]) != locked:
+        notes.append(f"Python {facts.python}: the lock is for Python {'.'.join(map(str, locked))}")
     return reasons, notes
 
 
-def _machine_findings(profile: Profile, report: Report) -> list[str]:
+def _machine_findings(profile: Profile, facts: MachineFacts) -> list[str]:
     req = profile.requirements
     reasons = []
-    if report.cpu_cores < req.min_cpu_cores:
-        reasons.append(f"{report.cpu_cores} CPU cores, {profile.name} needs {req.min_cpu_cores}")
-    if report.memory_gb < req.min_memory_gb:
-        reasons.append(f"{report.memory_gb:g} GB of memory, {profile.name} needs {req.min_memory_gb:g} GB")
+    if facts.cpu_cores < req.min_cpu_cores:
+        reasons.append(f"{facts.cpu_cores} CPU cores, {profile.name} needs {req.min_cpu_cores}")
+    if facts.memory_gb < req.min_memory_gb:
+        reasons.append(f"{facts.memory_gb:g} GB of memory, {profile.name} needs {req.min_memory_gb:g} GB")
     return reasons
 
 
-def _disk_findings(profile: Profile, report: Report, output_dir: Path) -> list[str]:
+def _disk_findings(profile: Profile, facts: MachineFacts, output_dir: Path) -> list[str]:
     need = profile.requirements.min_free_disk_gb
     assets_dir = hub_cache_dir() if profile.assets == "hub" else paths.kit_cache_dir()
     reasons = []
     for label, path in ((f"output ({profile.name})", output_dir), ("assets cache", assets_dir)):
-        disk = next((d for d in report.disk if d.path == str(path)), None) or _disk(label, path)
+        disk = next((d for d in facts.disk if d.path == str(path)), None) or _disk(label, path)
         if disk.free_gb is None:
             reasons.append(f"cannot measure free disk at {path}")
         elif disk.free_gb < need:
@@ -510,46 +515,53 @@ def _disk_findings(profile: Profile, report: Report, output_dir: Path) -> list[s
     return sorted(set(reasons), key=reasons.index)
 
 
-def verdict(profile: Profile, report: Report | None = None) -> Verdict:
-    """Whether this machine (as `report` describes it) can run `profile`, why not, and what differs."""
-    report = report or collect([profile])
+def readiness(profile: Profile, facts: MachineFacts | None = None) -> Readiness:
+    """Whether this machine (as `facts` describe it) can run `profile`, why not, and what differs."""
+    facts = facts or collect([profile])
     try:
         config = load_train_config(profile.train_config, base_overrides=profile.train)
     except ConfigError as exc:
-        return Verdict(profile=profile.name, can_run=False, reasons=[f"training config: {exc.message}"])
-    reasons, notes = _software_findings(profile, report)
-    reasons += _machine_findings(profile, report)
+        return Readiness(profile=profile.name, can_run=False, reasons=[f"training config: {exc.message}"])
+    reasons, notes = _software_findings(profile, facts)
+    reasons += _machine_findings(profile, facts)
     if profile.requirements.gpus > 0:
-        gpu_reasons, gpu_notes = _gpu_findings(
-            profile, report, config.batch_size, config.gradient_accumulation_steps
-        )
+        gpu_reasons, gpu_notes = _gpu_findings(profile, facts, config.batch_size)
         reasons += gpu_reasons
         notes += gpu_notes
-    reasons += _disk_findings(profile, report, Path(config.output_dir))
-    return Verdict(profile=profile.name, can_run=not reasons, reasons=reasons, notes=notes)
+    reasons += _disk_findings(profile, facts, Path(config.output_dir))
+    return Readiness(profile=profile.name, can_run=not reasons, reasons=reasons, notes=notes)
+
+
+class NotReady(EnvironmentNotReady):
+    """The preflight's refusal, one line; `readiness` keeps the whole judgement for the caller's records."""
+
+    def __init__(self, readiness: Readiness) -> None:
+        super().__init__(
+            f"preflight: this machine cannot run profile '{readiness.profile}': "
+            f"{'; '.join(readiness.reasons)} (see `gpt4allj-kit doctor`; --force tries anyway)"
+        )
+        self.readiness = readiness
+
+
+def preflight(profile: Profile, facts: MachineFacts | None = None, *, force: bool = False) -> Readiness:
+    """`readiness(profile)` before long work: `NotReady` (exit 3) when the machine cannot run it, unless
+    `force` (then the blocking reasons are in the result, for the caller to show)."""
+    result = readiness(profile, facts)
+    if not result.can_run and not force:
+        raise NotReady(result)
+    return result
 
 
 def diagnose(asked: str = "all") -> tuple[Diagnosis, list[str]]:
-    """The report with a verdict for every known profile (and `asked` if it is a file), and the names
-    of the profiles whose verdicts decide the exit code."""
+    """The machine's facts with the readiness of every known profile (and `asked` if it is a file), and
+    the names of the profiles whose readiness decides the exit code."""
     names = known_profiles()
     extra = [] if asked == "all" or asked in names else [asked]
     profiles = [load_profile(name) for name in [*names, *extra]]
-    report = collect(profiles)
-    verdicts = [verdict(p, report) for p in profiles]
+    facts = collect(profiles)
+    verdicts = [readiness(p, facts) for p in profiles]
     deciding = [v.profile for v in verdicts] if asked == "all" else [profiles[-1].name if extra else asked]
-    return Diagnosis(report=report, verdicts=verdicts), deciding
-
-
-def preflight(profile: Profile, report: Report | None = None) -> Verdict:
-    """The verdict for `profile`, raising a one-line EnvironmentNotReady when it cannot run."""
-    result = verdict(profile, report)
-    if not result.can_run:
-        raise EnvironmentNotReady(
-            f"this machine cannot run profile '{profile.name}': {'; '.join(result.reasons)} "
-            "(see `gpt4allj-kit doctor`)"
-        )
-    return result
+    return Diagnosis(report=facts, verdicts=verdicts), deciding
 
 
 def summary(diagnosis: Diagnosis) -> dict[str, Any]:

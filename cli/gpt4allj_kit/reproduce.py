@@ -7,7 +7,6 @@ checkpoints that have no results yet. `RUN_DIR/manifest.json` ties the stages' o
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
@@ -18,7 +17,7 @@ from typing import Any
 
 from gpt4allj_kit import paths
 from gpt4allj_kit.config import Profile, load_profile
-from gpt4allj_kit.errors import ConfigError, EnvironmentNotReady, ExitCode, KitError
+from gpt4allj_kit.errors import ConfigError, ExitCode, KitError
 from gpt4allj_kit.files import sha256_file
 from gpt4allj_kit.manifest import now_iso, write_manifest
 from gpt4allj_kit.published import PublishedTable, Row, load_published_table
@@ -94,15 +93,14 @@ def stage_doctor(run: Run) -> Outcome:
     profile = run.profile
     if run.request.skip_train and profile.eval_requirements is not None:
         profile = profile.model_copy(update={"requirements": profile.eval_requirements})
-    verdict = doctor.verdict(profile)
-    run.facts["doctor"] = verdict.model_dump(mode="json")
-    if not verdict.can_run and not run.request.force:
-        raise EnvironmentNotReady(
-            f"this machine cannot run profile '{run.profile.name}': {'; '.join(verdict.reasons)} "
-            "(see `gpt4allj-kit doctor`; --force tries anyway)"
-        )
-    key = "can run" if verdict.can_run else f"forced past {len(verdict.reasons)} problem(s)"
-    return Outcome(key=key, detail="; ".join(verdict.notes) or None)
+    try:
+        readiness = doctor.preflight(profile, force=run.request.force)
+    except doctor.NotReady as exc:
+        run.facts["doctor"] = exc.readiness.model_dump(mode="json")
+        raise
+    run.facts["doctor"] = readiness.model_dump(mode="json")
+    key = "can run" if readiness.can_run else f"forced past {len(readiness.reasons)} problem(s)"
+    return Outcome(key=key, detail="; ".join(readiness.notes) or None)
 
 
 # --- fetch --------------------------------------------------------------------------------------------
@@ -159,32 +157,6 @@ def _train_complete(train_dir: Path) -> bool:
     return (train_dir / "final" / "config.json").is_file() and manifest.is_file()
 
 
-def _last_step(metrics: Path) -> int | None:
-    try:
-        lines = metrics.read_bytes().splitlines()
-    except FileNotFoundError:
-        return None
-    for line in reversed(lines):
-        try:
-            return int(json.loads(line)["step"])
-        except (ValueError, KeyError, TypeError):
-            continue
-    return None
-
-
-def _live_training(train_dir: Path) -> list[int]:
-    """Pids of processes still training into `train_dir` (a launch orphaned by a killed CLI)."""
-    import psutil
-
-    marker = f"output_dir={train_dir}"
-    pids = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        with contextlib.suppress(psutil.Error):
-            if any(marker in arg for arg in proc.info["cmdline"] or []):
-                pids.append(proc.info["pid"])
-    return pids
-
-
 def stage_train(run: Run) -> Outcome:
     from gpt4allj_kit.train import checkpoint
     from gpt4allj_kit.train import launch as train_launch
@@ -194,41 +166,31 @@ def stage_train(run: Run) -> Outcome:
         return Outcome(key="skipped (--skip-train)", skipped=True)
     if _train_complete(train_dir):
         return Outcome(key="complete", path=train_dir, detail="already trained", skipped=True)
-    if live := _live_training(train_dir):
-        raise KitError(
-            f"a training into {train_dir} is still running (pid {', '.join(map(str, live))}): "
-            "wait for it or stop it, then re-run",
-            exit_code=ExitCode.ENVIRONMENT,
-        )
-    resume = "latest" if train_dir.is_dir() and checkpoint.step_dirs(train_dir) else None
+    resume = "latest" if checkpoint.step_dirs(train_dir) else None
     plan = train_launch.plan(
         train_launch.TrainRequest(
             revision=run.request.revision,
             profile=run.request.profile,
             resume=resume,
-            sets=[*run.request.sets, f"output_dir={train_dir}", f"asset_lock={run.lock}"],
+            sets=list(run.request.sets),
+            overrides={"output_dir": str(train_dir), "asset_lock": str(run.lock)},
         )
     )
-    train_dir.mkdir(parents=True, exist_ok=True)
     log = train_dir / "launch.log"
     run.facts["train_command"] = plan.shell()
     total = plan.hyper.total_steps
-    proc = train_launch.start(plan, log_file=log)
-    try:
-        while proc.poll() is None:
-            run.hooks.progress("train", _last_step(train_dir / "metrics.jsonl"), total)
+    # Refuses (exit 3) while a launch orphaned by a killed CLI still trains into train_dir.
+    with train_launch.start(plan, log_file=log) as training:
+        while (code := training.poll()) is None:
+            run.hooks.progress("train", train_launch.last_step(train_dir), total)
             time.sleep(1.0)
-    except BaseException:
-        train_launch.stop(proc)
-        raise
-    if proc.returncode != 0:
+    if code != 0:
         raise KitError(
-            f"training exited with code {proc.returncode} (log: {log}); re-run the same command to resume",
+            f"training exited with code {code} (log: {log}); re-run the same command to resume",
             exit_code=ExitCode.ENVIRONMENT,
         )
     detail = f"resumed from {resume}" if resume else None
-    step = _last_step(train_dir / "metrics.jsonl")
-    return Outcome(key=f"{step} steps", path=train_dir, detail=detail)
+    return Outcome(key=f"{train_launch.last_step(train_dir)} steps", path=train_dir, detail=detail)
 
 
 # --- eval ---------------------------------------------------------------------------------------------

@@ -239,8 +239,9 @@ def _option(argv: list[str], name: str) -> str:
 def test_sbatch_script_launches_accelerate_per_node_with_the_multinode_flags(
     tmp_path: Path, fake_tools: dict[str, str]
 ) -> None:
-    train_args = ["--config", "configs/train/finetune_gptj.yaml"]
-    script = cluster.sbatch_script(_request(tmp_path), _full_launch(), train_args)
+    config_file = Path("configs/train/finetune_gptj.yaml")
+    train_args = ["--config", str(config_file)]
+    script = cluster.sbatch_script(_request(tmp_path), _full_launch(), config_file)
     assert f'export PATH={cluster.environment_bin()}:"$PATH"' in script  # the kit's accelerate
     result = _run(script, tmp_path, {**fake_tools, "FAKE_NODES": "2"})
     assert result.returncode == 0, result.stderr
@@ -266,11 +267,10 @@ def test_sbatch_script_launches_accelerate_per_node_with_the_multinode_flags(
 @pytest.mark.usefixtures("accelerate_command")
 def test_write_sbatch_writes_the_script_next_to_the_slurm_log(tmp_path: Path) -> None:
     request = _request(tmp_path)
-    path = cluster.write_sbatch(request, _full_launch(), ["--config", "configs/train/finetune_gptj.yaml"])
+    config_file = tmp_path / "run" / "train_config.yaml"
+    path = cluster.write_sbatch(request, _full_launch(), config_file)
     assert path == tmp_path / "run" / "gpt4allj-train.sbatch"
-    assert path.read_text() == cluster.sbatch_script(
-        request, _full_launch(), ["--config", "configs/train/finetune_gptj.yaml"]
-    )
+    assert path.read_text() == cluster.sbatch_script(request, _full_launch(), config_file)
 
 
 @pytest.mark.usefixtures("accelerate_command")
@@ -280,11 +280,11 @@ def test_hostfile_script_runs_each_hosts_command_with_its_rank(
     hostfile = tmp_path / "hosts"
     hostfile.write_text("alpha\nbeta\ngamma\n")
     request = _request(tmp_path, launcher="accelerate", nodes=1, hostfile=hostfile, partition=None)
-    commands = cluster.hostfile_commands(request, _full_launch(), ["--config", "c.yaml"])
+    commands = cluster.hostfile_commands(request, _full_launch(), Path("c.yaml"))
     assert [_option(argv, "--machine_rank") for argv in commands] == ["0", "1", "2"]
     assert {_option(argv, "--main_process_ip") for argv in commands} == {"alpha"}
     assert {_option(argv, "--num_processes") for argv in commands} == {"24"}
-    path = cluster.write_hostfile_script(request, _full_launch(), ["--config", "c.yaml"])
+    path = cluster.write_hostfile_script(request, _full_launch(), Path("c.yaml"))
     env = {k: v for k, v in fake_tools.items() if not k.startswith("SLURM")}
     result = subprocess.run(
         ["bash", str(path), "beta"], env={**os.environ, **env}, capture_output=True, text=True, timeout=60
@@ -302,6 +302,31 @@ def test_hostfile_and_nodes_must_agree(tmp_path: Path) -> None:
     hostfile.write_text("alpha\nbeta\n")
     request = _request(tmp_path, launcher="accelerate", nodes=3, hostfile=hostfile)
     with pytest.raises(ConfigError, match="lists 2 hosts"):
-        cluster.hostfile_commands(request, _full_launch(), [])
+        cluster.hostfile_commands(request, _full_launch(), Path("c.yaml"))
     with pytest.raises(ConfigError, match="needs --hostfile"):
-        cluster.hostfile_commands(_request(tmp_path, launcher="accelerate"), _full_launch(), [])
+        cluster.hostfile_commands(_request(tmp_path, launcher="accelerate"), _full_launch(), Path("c.yaml"))
+
+
+@pytest.mark.usefixtures("accelerate_command")
+def test_write_launch_writes_the_resolved_config_the_scripts_launch(tmp_path: Path) -> None:
+    from gpt4allj_kit.config import load_train_config
+    from gpt4allj_kit.train import launch
+
+    out = tmp_path / "run"
+    plan = launch.plan(launch.TrainRequest(profile="full", num_processes=8, sets=[f"output_dir={out}"]))
+    written = cluster.write_launch(_request(tmp_path), plan)
+    assert written.config_file == out / launch.CONFIG_FILE and written.script == out / "gpt4allj-train.sbatch"
+    assert load_train_config(written.config_file) == plan.config
+    assert f"train.py --config {written.config_file}" in written.script.read_text()
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text("alpha\nbeta\n")
+    per_host = cluster.write_launch(
+        _request(tmp_path, launcher="accelerate", nodes=2, hostfile=hostfile, partition=None), plan
+    )
+    assert [argv[-3:] for argv in per_host.host_commands] == [
+        ["train.py", "--config", str(written.config_file)]
+    ] * 2
+    with pytest.raises(ConfigError, match="lists 2 hosts"):
+        cluster.write_launch(
+            _request(tmp_path / "elsewhere", launcher="accelerate", nodes=3, hostfile=hostfile), plan
+        )

@@ -120,7 +120,7 @@ def test_smoke_training_through_slurm(slurm: Any, tmp_path: Path, request: pytes
     environment); DeepSpeed on CPU is the training stage's tests' job and costs minutes of op compilation.
     """
     pytest.importorskip("gpt4allj_kit.train.launch", reason="the training launcher is not there yet")
-    from gpt4allj_kit.config import load_profile
+    from gpt4allj_kit.config import load_profile, load_train_config, train_config_yaml
 
     tiny = request.getfixturevalue("tiny")
     profile = load_profile("smoke")
@@ -128,19 +128,20 @@ def test_smoke_training_through_slurm(slurm: Any, tmp_path: Path, request: pytes
     train_dir = tmp_path / "train"
     sets = {
         **profile.train,
-        "model_name": tiny.model_dir,
-        "tokenizer_name": tiny.tokenizer_dir,
-        "dataset_path": tiny.jsonl,
-        "output_dir": train_dir,
+        "model_name": str(tiny.model_dir),
+        "tokenizer_name": str(tiny.tokenizer_dir),
+        "dataset_path": str(tiny.jsonl),
+        "output_dir": str(train_dir),
         "max_steps": 2,
         "eval_every": 2,
-        "eval_steps": 1,
         "save_every": 2,
     }
-    train_args = ["--config", "configs/train/finetune_gptj.yaml"]
-    train_args += [token for key, value in sets.items() for token in ("--set", f"{key}={value}")]
+    # What the kit's launch does: the resolved config written into the output dir, read by every node.
+    config_file = train_dir / "train_config.yaml"
+    train_dir.mkdir(parents=True)
+    config_file.write_text(train_config_yaml(load_train_config(None, sets)))
     job = _request(tmp_path / "job")
-    script = cluster.write_sbatch(job, launch, train_args)
+    script = cluster.write_sbatch(job, launch, config_file)
     text = script.read_text()
     assert "export ACCELERATE_USE_CPU=1" in text  # with --multi_gpu: two gloo processes, not one
     assert "--multi_gpu" in text

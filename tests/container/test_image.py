@@ -277,8 +277,12 @@ def test_train_dry_run_prints_the_documented_command_from_the_kit_dir() -> None:
     result = run_image("train", "--revision", "v1.2-jazzy", "--dry-run")
     text = _kit_output(result)
     assert result.returncode == 0, text
-    assert DOCUMENTED in " ".join(text.split())
-    assert f"output_dir={cluster.IMAGE_WORKDIR}/outputs/" in text
+    # The documented command, reading the resolved config that the launch writes into the output dir.
+    written = f"{OUTPUTS}/finetune_gptj/train_config.yaml"
+    launched = DOCUMENTED.replace("--config configs/train/finetune_gptj.yaml", f"--config {written}")
+    assert launched in " ".join(text.split())
+    assert f"{written} (written at launch) = configs/train/finetune_gptj.yaml with:" in text
+    assert f"output_dir: {cluster.IMAGE_WORKDIR}/outputs/" in text
 
 
 def _compose_run_argv(service: str) -> list[str]:

@@ -215,10 +215,11 @@ def test_full_profile_on_this_cpu_machine_stops_at_the_doctor(tmp_path: Path, ki
 
 def test_a_training_still_running_into_the_run_dir_is_not_started_twice(tmp_path: Path, kit_cli) -> None:
     run_dir = tmp_path / "run"
-    # What a killed CLI leaves behind: its training, still writing into the run's train/ directory.
-    orphan = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(300)", "--set", f"output_dir={run_dir / 'train'}"]
-    )
+    # What a killed CLI leaves behind: its training (a process group of its own) still writing into the
+    # run's train/ directory, and that directory's pid file naming the group.
+    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True)
+    (run_dir / "train").mkdir(parents=True)
+    (run_dir / "train" / "train.pid").write_text(f"{orphan.pid}\n")
     try:
         done = kit_cli("reproduce", "--profile", "smoke", "--output", str(run_dir), env=OFFLINE, timeout=300)
     finally:

@@ -17,12 +17,15 @@ from pathlib import Path
 import pytest
 from gpt4allj_kit import paths
 from gpt4allj_kit.assets import TinyAssets, synthetic_rows, write_rows
-from gpt4allj_kit.config import LaunchConfig
-from gpt4allj_kit.train.launch import accelerate_command, executable_argv, launch_env
+from gpt4allj_kit.config import LaunchConfig, load_train_config, train_config_yaml
+from gpt4allj_kit.train.launch import CONFIG_FILE, accelerate_command, executable_argv, launch_env
 from gpt4allj_kit.train.loop import KILL_AFTER_STEP_ENV
 
 ROWS = 40
 LAUNCH_TIMEOUT_S = 900
+# The reference runs' settings over the common ones below (the resume tests repeat them).
+DDP_SETS = {"shuffle": True, "log_grads_every": 2}
+DEEPSPEED_SETS = {"gradient_accumulation_steps": 2, "save_every": 2, "log_grads_every": 2}
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,11 @@ def train_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def launch_train(tiny: TinyAssets, train_data: Path, tmp_path_factory):
-    """A function running train.py through `accelerate launch` with 2 CPU processes; returns a Run."""
+    """A function running train.py through `accelerate launch` with 2 CPU processes; returns a Run.
+
+    As `gpt4allj-kit train` does, the resolved config is written into the output dir and given to
+    `train.py --config`.
+    """
     tmp_root = tmp_path_factory.mktemp("train-tmp")
 
     def launch(
@@ -73,9 +80,9 @@ def launch_train(tiny: TinyAssets, train_data: Path, tmp_path_factory):
             cpu=True,
         )
         values = {
-            "model_name": tiny.model_dir,
-            "tokenizer_name": tiny.tokenizer_dir,
-            "dataset_path": train_data,
+            "model_name": str(tiny.model_dir),
+            "tokenizer_name": str(tiny.tokenizer_dir),
+            "dataset_path": str(train_data),
             "max_length": 64,
             "batch_size": 4,
             "num_proc": 1,
@@ -85,12 +92,13 @@ def launch_train(tiny: TinyAssets, train_data: Path, tmp_path_factory):
             "eval_every": 3,
             "save_every": 3,
             "gradient_checkpointing": False,
-            "output_dir": output_dir,
+            "output_dir": str(output_dir),
             **(sets or {}),
         }
-        train_args = ["--config", "configs/train/finetune_gptj.yaml"]
-        for key, value in values.items():
-            train_args += ["--set", f"{key}={value}"]
+        config_file = output_dir / CONFIG_FILE
+        output_dir.mkdir(parents=True, exist_ok=True)
+        config_file.write_text(train_config_yaml(load_train_config(None, values)))
+        train_args = ["--config", str(config_file)]
         if resume:
             train_args += ["--resume", resume]
         argv = accelerate_command(launch_config, train_args, num_processes=2)
@@ -113,9 +121,15 @@ def launch_train(tiny: TinyAssets, train_data: Path, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def reference_sets() -> dict[str, dict[str, object]]:
+    """The settings each reference run adds (the resume tests repeat them)."""
+    return {"ddp": DDP_SETS, "deepspeed": DEEPSPEED_SETS}
+
+
+@pytest.fixture(scope="session")
 def ddp_reference(launch_train, tmp_path_factory) -> Run:
     """Uninterrupted DDP run (shuffled with the seedable sampler): 5 steps per epoch, 10 in all."""
-    run = launch_train(tmp_path_factory.mktemp("ddp-ref") / "out", deepspeed=False, sets={"shuffle": True})
+    run = launch_train(tmp_path_factory.mktemp("ddp-ref") / "out", deepspeed=False, sets=DDP_SETS)
     assert run.returncode == 0, run.log[-4000:]
     return run
 
@@ -128,7 +142,7 @@ def deepspeed_reference(launch_train, tmp_path_factory) -> Run:
         deepspeed=True,
         precision="bf16",
         dynamo="inductor",
-        sets={"gradient_accumulation_steps": 2, "save_every": 2},
+        sets=DEEPSPEED_SETS,
     )
     assert run.returncode == 0, run.log[-4000:]
     return run

@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 from gpt4allj_kit import paths
-from gpt4allj_kit.config import LaunchConfig, load_profile
-from gpt4allj_kit.errors import ConfigError
+from gpt4allj_kit.config import LaunchConfig, load_profile, load_train_config
+from gpt4allj_kit.errors import ConfigError, EnvironmentNotReady
 from gpt4allj_kit.train import checkpoint, launch, optim
 from gpt4allj_kit.train.loop import launcher_dynamo_backend
 
@@ -107,8 +108,13 @@ def test_dry_run_smoke_prints_command_and_hyperparameters(tmp_path: Path) -> Non
     deepspeed = load_profile("smoke").launch.use_deepspeed
     assert "accelerate launch" in out and "train.py --config" in out
     assert ("--use_deepspeed" in out) is deepspeed and ("--multi_gpu" in out) is not deepspeed
-    assert "--set num_epochs=3" in out
-    assert f"output_dir={tmp_path / 'outputs' / 'smoke'}" in out
+    # The command reads the resolved config it will write into the output dir; the dry run writes nothing.
+    written = tmp_path / "outputs" / "smoke" / launch.CONFIG_FILE
+    assert f"train.py --config {written}" in out
+    assert f"{written} (written at launch) = configs/train/finetune_gptj.yaml with:" in out
+    assert "num_epochs: 3" in out
+    assert f"output_dir: {tmp_path / 'outputs' / 'smoke'}" in out
+    assert not (tmp_path / "outputs").exists()
     # 3000 synthetic rows, 150 held out; 4 per process x 2 processes -> 357 steps per epoch.
     for label, value in [("global batch", "8"), ("gradient accumulation", "1"), ("steps per epoch", "357"),
                          ("total optimizer steps", "1071"),
@@ -121,8 +127,8 @@ def test_dry_run_keep_global_batch_raises_accumulation() -> None:
     result = kit("train", "--revision", "v1.0", "--num-processes", "2", "--keep-global-batch", "--dry-run")
     assert result.returncode == 0, result.stderr
     assert "gradient accumulation 1 -> 4" in " ".join(result.stderr.split())
-    assert "--set gradient_accumulation_steps=4" in result.stdout
-    assert "--set revision=v1.0" in result.stdout
+    assert "gradient_accumulation_steps: 4" in result.stdout
+    assert "revision: v1.0" in result.stdout
     assert "--num_processes=2" in result.stdout
     assert re.search(r"global batch\s*│\s*256\s*│", result.stdout)
 
@@ -177,3 +183,77 @@ def test_root_train_py_rejects_a_bad_config_with_one_line() -> None:
     )
     assert result.returncode == 2
     assert "batch_size" in result.stderr and "Traceback" not in result.stderr
+
+
+# --- the written config, resuming through it, and the pid file of a launch -------------------------------
+
+
+def _smoke_plan(output_dir: Path, *sets: str, resume: str | None = None) -> launch.LaunchPlan:
+    request = launch.TrainRequest(profile="smoke", resume=resume, sets=[f"output_dir={output_dir}", *sets])
+    return launch.plan(request)
+
+
+def _saved_state(output_dir: Path, step: int) -> Path:
+    state = output_dir / f"step_{step}"
+    state.mkdir(parents=True)
+    (state / checkpoint.STATE_FILE).write_text("{}")
+    return state
+
+
+def test_checkpoint_key_resumes_like_resume_and_is_resolved_in_the_plan(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError, match=r"^checkpoint latest: no saved state"):
+        _smoke_plan(out, "checkpoint=latest")
+    _saved_state(out, 2)
+    newest = _saved_state(out, 4)
+    assert _smoke_plan(out, "checkpoint=latest").config.checkpoint == str(newest)
+    assert _smoke_plan(out, f"checkpoint={out / 'step_2'}").config.checkpoint == str(out / "step_2")
+    # --resume wins over the file's key; the command itself stays `train.py --config FILE`.
+    plan = _smoke_plan(out, f"checkpoint={out / 'step_2'}", resume="latest")
+    assert plan.config.checkpoint == str(newest) and plan.changes["checkpoint"] == str(newest)
+    assert plan.argv[-3:] == ["train.py", "--config", str(out / launch.CONFIG_FILE)]
+
+
+def _sleeper(plan: launch.LaunchPlan, seconds: float) -> launch.LaunchPlan:
+    """The plan with its command replaced by a process that only sleeps (no training is started)."""
+    return replace(plan, argv=[sys.executable, "-c", f"import time; time.sleep({seconds})"], env={})
+
+
+def test_a_launch_is_tracked_by_its_pid_file_and_a_second_one_refused(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    plan = _sleeper(_smoke_plan(out), 60)
+    pid_file = out / launch.PID_FILE
+    training = launch.start(plan)
+    try:
+        assert pid_file.read_text().strip() == str(training.proc.pid)
+        assert launch.live_training(out) == training.proc.pid
+        assert load_train_config(out / launch.CONFIG_FILE) == plan.config  # what train.py reads
+        with pytest.raises(EnvironmentNotReady, match=rf"still running \(pid {training.proc.pid}\)"):
+            launch.start(plan)
+    finally:
+        training.stop(grace_s=5)
+        training.close()
+    assert not pid_file.exists() and launch.live_training(out) is None
+
+
+def test_a_stale_pid_file_is_ignored_and_the_result_is_typed(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    out.mkdir()
+    (out / launch.PID_FILE).write_text(f"{dead.pid}\n")
+    assert launch.live_training(out) is None
+    plan = replace(_smoke_plan(out), argv=[sys.executable, "-c", "raise SystemExit(3)"], env={})
+    result = launch.run(plan)
+    assert result == launch.TrainResult(
+        output_dir=out, config_file=out / launch.CONFIG_FILE, returncode=3, last_step=None
+    )
+    assert not (out / launch.PID_FILE).exists()
+
+
+def test_an_interrupted_launch_stops_its_group_and_forgets_it(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt), launch.start(_sleeper(_smoke_plan(out), 60)) as training:
+        raise KeyboardInterrupt
+    assert training.poll() is not None
+    assert not (out / launch.PID_FILE).exists() and launch.live_training(out) is None

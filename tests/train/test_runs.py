@@ -122,12 +122,14 @@ def test_deepspeed_loss_is_not_divided_twice(deepspeed_reference, tiny, train_da
 
 @pytest.mark.parametrize("backend", ["ddp", "deepspeed"])
 def test_resume_after_sigkill_is_bit_identical(
-    backend, request, launch_train, tmp_path: Path, ddp_reference, deepspeed_reference
+    backend, request, launch_train, tmp_path: Path, ddp_reference, deepspeed_reference, reference_sets
 ) -> None:
     """SIGKILL both processes mid-epoch (after a saved state), resume, and end with the same weights."""
     if backend == "ddp":
         reference = ddp_reference
-        kwargs = {"deepspeed": False, "sets": {"shuffle": True}}
+        kwargs = {"deepspeed": False, "sets": reference_sets["ddp"]}
+        # DDP resumes through the config's `checkpoint` key, DeepSpeed through train.py --resume.
+        resume_with = {"sets": {**reference_sets["ddp"], "checkpoint": "latest"}}
         kill_after, resumed_from = 4, "step_3"
     else:
         reference = deepspeed_reference
@@ -135,8 +137,9 @@ def test_resume_after_sigkill_is_bit_identical(
             "deepspeed": True,
             "precision": "bf16",
             "dynamo": "inductor",
-            "sets": {"gradient_accumulation_steps": 2, "save_every": 2},
+            "sets": reference_sets["deepspeed"],
         }
+        resume_with = {"resume": "latest"}
         kill_after, resumed_from = 5, "step_4"
     out = tmp_path / "out"
     killed = launch_train(out, kill_after_step=kill_after, **kwargs)
@@ -144,7 +147,7 @@ def test_resume_after_sigkill_is_bit_identical(
     assert (out / resumed_from).is_dir() and not (out / "final").exists()
     assert max(m["step"] for m in killed.train_metrics()) == kill_after
 
-    resumed = launch_train(out, resume="latest", **kwargs)
+    resumed = launch_train(out, **{**kwargs, **resume_with})
     assert resumed.returncode == 0, resumed.log[-4000:]
     assert resumed.manifest()["resumed_from"].endswith(resumed_from)
     assert_bit_identical(out / "final", reference.output_dir / "final")
@@ -195,3 +198,27 @@ def test_cli_runs_the_smoke_command_and_propagates_its_exit_code(tmp_path: Path)
     assert "accelerate launch" in first and "--num_processes=2" in first and "train.py --config" in first
     assert "training exited with code" in result.stderr
     assert (tmp_path / "outputs" / "smoke" / "metrics.jsonl").is_file()
+
+
+@pytest.mark.parametrize(("backend", "tolerance"), [("ddp", 1e-6), ("deepspeed", 1e-5)])
+def test_log_grads_every_logs_each_parameters_gradient_norm(
+    backend, tolerance, ddp_reference, deepspeed_reference
+) -> None:
+    """Every `log_grads_every` (2) steps one record holds each parameter's gradient norm; together they
+    make the global norm that the step's record logs (DeepSpeed's own, computed from ZeRO's partitions)."""
+    run = ddp_reference if backend == "ddp" else deepspeed_reference
+    records = [m for m in run.metrics() if "grad_norms" in m]
+    steps = [m["step"] for m in run.train_metrics()]
+    assert [r["step"] for r in records] == [s for s in steps if s % 2 == 0]
+    global_norm = {m["step"]: m["grad_norm"] for m in run.train_metrics()}
+    from transformers import AutoModelForCausalLM
+
+    trainable = {
+        n for n, _ in AutoModelForCausalLM.from_pretrained(run.output_dir / "final").named_parameters()
+    }
+    for record in records:
+        norms = record["grad_norms"]
+        assert {name.removeprefix("_orig_mod.") for name in norms} == trainable
+        assert math.sqrt(sum(v * v for v in norms.values())) == pytest.approx(
+            global_norm[record["step"]], rel=tolerance
+        )

@@ -26,14 +26,14 @@ def doctor_cmd(
     if json_out:
         console.print_json(diagnosis.model_dump_json())
     else:
-        _render_report(diagnosis.report, doctor.summary(diagnosis))
-        _render_verdicts(diagnosis.verdicts)
+        _render_machine_facts(diagnosis.report, doctor.summary(diagnosis))
+        _render_readiness(diagnosis.verdicts)
     if not all(v.can_run for v in diagnosis.verdicts if v.profile in deciding):
         raise typer.Exit(ExitCode.ENVIRONMENT)
 
 
-def _render_report(report: Any, facts_: dict[str, Any]) -> None:
-    """Tables of a `doctor.Report` (typed Any: the doctor module is imported only when the command runs)."""
+def _render_machine_facts(report: Any, facts_: dict[str, Any]) -> None:
+    """Tables of `doctor.MachineFacts` (typed Any: the doctor module is imported when the command runs)."""
     from rich.table import Table
 
     facts = Table(title="gpt4allj-kit doctor", show_header=False)
@@ -75,7 +75,8 @@ def _render_report(report: Any, facts_: dict[str, Any]) -> None:
         console.print(f"installed packages match the lock ({report.lock.locked} pinned)")
 
 
-def _render_verdicts(verdicts: list[Any]) -> None:
+def _render_readiness(verdicts: list[Any]) -> None:
+    """One `doctor.Readiness` per profile: can it run, what blocks it (x), what differs (!)."""
     for result in verdicts:
         mark = "[bold green]can run[/]" if result.can_run else "[bold red]cannot run[/]"
         console.print(f"\nprofile [bold]{result.profile}[/]: {mark}")

@@ -93,6 +93,13 @@ def train_cmd(
         err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
     console.print(plan.shell(), highlight=False, soft_wrap=True, markup=False)
     if dry_run:
+        import yaml
+
+        header = f"{plan.config_file} (written at launch) = {plan.config_path} with:"
+        console.print(header, highlight=False, soft_wrap=True)
+        changes = yaml.safe_dump(plan.changes, sort_keys=False, width=1_000_000) if plan.changes else "{}\n"
+        for line in changes.splitlines():
+            console.print(f"  {line}", highlight=False, soft_wrap=True, markup=False)
         table = Table(title=f"effective hyperparameters (profile {plan.profile.name})")
         table.add_column("setting")
         table.add_column("value")
@@ -100,16 +107,14 @@ def train_cmd(
             table.add_row(key, value)
         console.print(table)
         return
-    from gpt4allj_kit.train import preflight
-
-    verdict = preflight.check(plan, force=force)
-    for reason in verdict.reasons:
+    readiness = train_launch.preflight(plan, force=force)
+    for reason in readiness.reasons:
         err_console.print(f"[yellow]preflight (forced):[/] {reason}", highlight=False, soft_wrap=True)
-    code = train_launch.run(plan)
-    if code:
+    result = train_launch.run(plan)
+    if code := result.returncode:
         err_console.print(f"[bold red]error:[/] training exited with code {code}", highlight=False)
         raise typer.Exit(code)
-    console.print(f"training done: {plan.output_dir}")
+    console.print(f"training done: {result.output_dir} (last step {result.last_step})")
 
 
 def _train_on_cluster(
@@ -138,13 +143,13 @@ def _train_on_cluster(
         output_dir=plan.output_dir,
         cpu=plan.launch.cpu,
     )
+    written = cluster.write_launch(request, plan)
+    console.print(f"training config: {written.config_file}", highlight=False, soft_wrap=True)
     if launcher == "slurm":
-        script = cluster.write_sbatch(request, plan.launch, plan.train_args)
-        console.print(f"sbatch script: {script}")
+        console.print(f"sbatch script: {written.script}")
         if submit:
-            console.print(f"submitted Slurm job {cluster.submit(script)}")
+            console.print(f"submitted Slurm job {cluster.submit(written.script)}")
         return
-    script = cluster.write_hostfile_script(request, plan.launch, plan.train_args)
-    for argv in cluster.hostfile_commands(request, plan.launch, plan.train_args):
+    for argv in written.host_commands:
         console.print(cluster.shell_command(argv), highlight=False, soft_wrap=True, markup=False)
-    console.print(f"per-host script: {script}")
+    console.print(f"per-host script: {written.script}")

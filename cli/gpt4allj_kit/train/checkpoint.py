@@ -46,16 +46,19 @@ def step_dirs(output_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def resolve_resume(resume: str, output_dir: Path) -> Path:
-    """The state to resume from: `latest` (newest `step_N/` of the output dir) or a given `step_N/`."""
+def resolve_resume(resume: str, output_dir: Path, *, given_as: str = "--resume") -> Path:
+    """The state to resume from: `latest` (newest `step_N/` of the output dir) or a given `step_N/`.
+
+    `given_as` names where `resume` came from (`--resume` or the config's `checkpoint`) in the error.
+    """
     if resume == "latest":
         states = step_dirs(output_dir)
         if not states:
-            raise ConfigError(f"--resume latest: no saved state (step_N/) in {output_dir}")
+            raise ConfigError(f"{given_as} latest: no saved state (step_N/) in {output_dir}")
         return states[-1]
     path = Path(resume)
     if not (path / STATE_FILE).is_file():
-        raise ConfigError(f"--resume {resume}: not a saved training state (no {STATE_FILE})")
+        raise ConfigError(f"{given_as} {resume}: not a saved training state (no {STATE_FILE})")
     return path
 
 

@@ -1,8 +1,12 @@
-"""The `accelerate launch ... train.py` command of a run and the hyperparameters it implies.
+"""The `accelerate launch ... train.py --config FILE` command of a run, checked, then run and tracked.
 
-`plan()` turns CLI options (profile, config, --set, GPU count, --keep-global-batch, ...) into a `LaunchPlan`:
-the argv and environment to run from the repository root, the `train.py` arguments, and the effective
-hyperparameters that `--dry-run` prints. Nothing here loads a model or starts a process.
+`plan()` turns CLI options (profile, config, --set, GPU count, --keep-global-batch, --resume, ...) into a
+`LaunchPlan`: the resolved training config, the argv and environment to run from the repository root, and
+the effective hyperparameters that `--dry-run` prints; it writes nothing. `preflight()` asks the doctor
+whether this machine can run the plan. `start()` writes the resolved config to
+`<output_dir>/train_config.yaml` (what `train.py --config` reads) and starts the launch in its own process
+group, recorded in `<output_dir>/train.pid` until it ends; `run()` starts it, streams it and returns a
+`TrainResult`.
 """
 
 from __future__ import annotations
@@ -16,15 +20,35 @@ import signal
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 from gpt4allj_kit import paths
-from gpt4allj_kit.config import LaunchConfig, Profile, TrainConfig, load_profile, load_train_config
-from gpt4allj_kit.errors import ConfigError
+from gpt4allj_kit.config import (
+    LaunchConfig,
+    Profile,
+    TrainConfig,
+    load_profile,
+    load_train_config,
+    merged,
+    parse_overrides,
+    train_config_changes,
+    train_config_yaml,
+)
+from gpt4allj_kit.errors import ConfigError, EnvironmentNotReady
+from gpt4allj_kit.files import atomic_write_text
 from gpt4allj_kit.recipe import REFERENCE_GLOBAL_BATCH, VALIDATION_FRACTION
 from gpt4allj_kit.train import optim
+from gpt4allj_kit.train.checkpoint import resolve_resume
+from gpt4allj_kit.train.loop import METRICS_FILE
+
+if TYPE_CHECKING:
+    from gpt4allj_kit.doctor import Readiness
 
 TRAIN_SCRIPT = "train.py"
+# What a launch leaves in its output dir: the config train.py reads, and the process group while it runs.
+CONFIG_FILE = "train_config.yaml"
+PID_FILE = "train.pid"
 
 
 def accelerate_command(
@@ -212,14 +236,17 @@ class TrainRequest:
     lora: bool = False
     padding: str | None = None
     sets: list[str] = field(default_factory=list)
+    # Typed overrides from a caller (reproduce's run dir), applied over `sets`.
+    overrides: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class LaunchPlan:
     profile: Profile
     launch: LaunchConfig
-    config: TrainConfig
-    config_path: Path
+    config: TrainConfig  # resolved: what `start()` writes to `config_file`
+    config_path: Path  # the file it was resolved from
+    changes: dict[str, Any]  # the resolved values that differ from `config_path`'s
     train_args: list[str]
     argv: list[str]
     env: dict[str, str]
@@ -229,6 +256,10 @@ class LaunchPlan:
     @property
     def output_dir(self) -> Path:
         return Path(self.config.output_dir)
+
+    @property
+    def config_file(self) -> Path:
+        return self.output_dir / CONFIG_FILE
 
     def shell(self) -> str:
         return shell_line(self.argv, self.env)
@@ -240,7 +271,7 @@ def detected_gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def _tiny_overrides(profile: Profile) -> dict[str, str]:
+def _tiny_assets_config(profile: Profile) -> dict[str, str]:
     from gpt4allj_kit import assets
 
     tiny = assets.tiny_assets(paths.kit_cache_dir(), seed=profile.seed)
@@ -249,21 +280,6 @@ def _tiny_overrides(profile: Profile) -> dict[str, str]:
         "tokenizer_name": str(tiny.tokenizer_dir),
         "dataset_path": str(tiny.jsonl),
     }
-
-
-def _set_items(values: dict[str, Any]) -> list[str]:
-    """`key=value` items that `config.parse_overrides` reads back to the same values."""
-    items = []
-    for key, value in values.items():
-        text = json.dumps(value) if not isinstance(value, str) else value
-        if isinstance(value, str):
-            import yaml
-
-            # Quote strings YAML would read as something else ("no", "1e-5", "null").
-            if yaml.safe_load(value) != value:
-                text = json.dumps(value)
-        items.append(f"{key}={text}")
-    return items
 
 
 def _num_processes(request: TrainRequest, launch: LaunchConfig, notes: list[str]) -> int:
@@ -280,68 +296,72 @@ def _num_processes(request: TrainRequest, launch: LaunchConfig, notes: list[str]
     return int(wanted) if wanted != "auto" else 1
 
 
+def _accumulation_for_global_batch(config: TrainConfig, num_processes: int, notes: list[str]) -> int:
+    """The gradient accumulation that keeps the published global batch (`--keep-global-batch`)."""
+    per_step = config.batch_size * num_processes
+    if REFERENCE_GLOBAL_BATCH % per_step:
+        raise ConfigError(
+            f"--keep-global-batch: {REFERENCE_GLOBAL_BATCH} is not a multiple of batch_size "
+            f"{config.batch_size} x {num_processes} processes; set batch_size so that it is"
+        )
+    accumulation = REFERENCE_GLOBAL_BATCH // per_step
+    if accumulation != config.gradient_accumulation_steps:
+        notes.append(
+            f"--keep-global-batch: gradient accumulation {config.gradient_accumulation_steps} -> "
+            f"{accumulation}, so the global batch stays {REFERENCE_GLOBAL_BATCH} "
+            f"({config.batch_size} x {num_processes} x {accumulation})"
+        )
+    return accumulation
+
+
+def _resume_state(request: TrainRequest, config: TrainConfig, output_dir: Path, cwd: Path) -> str | None:
+    """The absolute `step_N/` to resume from (`--resume` over the config's `checkpoint`), checked now so
+    that a missing state stops here rather than in every process."""
+    resume = request.resume or config.checkpoint
+    if resume is None:
+        return None
+    given_as = "--resume" if request.resume else "checkpoint"
+    target = resume if resume == "latest" else str(cwd / Path(resume).expanduser())
+    return str(resolve_resume(target, output_dir, given_as=given_as).resolve())
+
+
 def plan(request: TrainRequest, *, cwd: Path | None = None) -> LaunchPlan:
     """The validated command for `request`; every config problem is a one-line ConfigError here."""
-    from gpt4allj_kit.config import parse_overrides
-
     profile = load_profile(request.profile)
     launch = profile.launch
     notes: list[str] = []
-    overrides: dict[str, Any] = dict(profile.train)
+    base: dict[str, Any] = dict(profile.train)
     if profile.assets == "tiny":
-        overrides.update(_tiny_overrides(profile))
+        base.update(_tiny_assets_config(profile))
     if request.revision:
-        overrides["revision"] = request.revision
+        base["revision"] = request.revision
     if request.lora:
-        overrides["lora"] = True
+        base["lora"] = True
     if request.padding:
-        overrides["padding"] = request.padding
+        base["padding"] = request.padding
     config_path = request.config or Path(profile.train_config)
-    user_sets = parse_overrides(request.sets)
+    sets = merged(parse_overrides(request.sets), request.overrides)
     # Validate before anything runs: placeholders and bad keys stop here with one line.
-    config = load_train_config(config_path, user_sets, base_overrides=overrides)
+    config = load_train_config(config_path, sets, base_overrides=base)
     num_processes = _num_processes(request, launch, notes)
     if num_processes < 1:
         raise ConfigError(f"--num-processes {num_processes}: must be at least 1")
-
     if request.keep_global_batch:
-        per_step = config.batch_size * num_processes
-        if REFERENCE_GLOBAL_BATCH % per_step:
-            raise ConfigError(
-                f"--keep-global-batch: {REFERENCE_GLOBAL_BATCH} is not a multiple of batch_size "
-                f"{config.batch_size} x {num_processes} processes; set batch_size so that it is"
-            )
-        accumulation = REFERENCE_GLOBAL_BATCH // per_step
-        if accumulation != config.gradient_accumulation_steps:
-            notes.append(
-                f"--keep-global-batch: gradient accumulation {config.gradient_accumulation_steps} -> "
-                f"{accumulation}, so the global batch stays {REFERENCE_GLOBAL_BATCH} "
-                f"({config.batch_size} x {num_processes} x {accumulation})"
-            )
-        user_sets["gradient_accumulation_steps"] = accumulation
-        config = load_train_config(config_path, user_sets, base_overrides=overrides)
+        sets["gradient_accumulation_steps"] = _accumulation_for_global_batch(config, num_processes, notes)
 
-    # output_dir is relative to where the user runs the kit, not to the repository root the command runs in.
-    output_dir = Path(config.output_dir)
-    if not output_dir.is_absolute():
-        output_dir = (cwd or Path.cwd()) / output_dir
-    final_sets = {**overrides, **user_sets, "output_dir": str(output_dir)}
-    config = load_train_config(config_path, final_sets)
+    # Paths are relative to where the user runs the kit, not to the repository root the command runs in.
+    cwd = cwd or Path.cwd()
+    output_dir = cwd / Path(config.output_dir).expanduser()
+    sets["output_dir"] = str(output_dir)
+    sets["checkpoint"] = _resume_state(request, config, output_dir, cwd)
+    config = load_train_config(config_path, sets, base_overrides=base)
     ds_config = load_deepspeed_config(launch)
     if optim.uses_deepspeed_scheduler(ds_config) and config.warmup_steps < 1:
         raise ConfigError(
             "warmup_steps 0: DeepSpeed's WarmupLR needs at least 1 (it warms up over >= 2 steps)"
         )
 
-    train_args = ["--config", _display_path(config_path)]
-    for item in _set_items(final_sets):
-        train_args += ["--set", item]
-    if request.resume:
-        from gpt4allj_kit.train.checkpoint import resolve_resume
-
-        resolve_resume(request.resume, output_dir)  # a missing state stops here, not in every process
-        train_args += ["--resume", request.resume]
-    argv = accelerate_command(launch, train_args, num_processes=num_processes)
+    train_args = ["--config", str(output_dir / CONFIG_FILE)]
     hyper = hyperparameters(config, launch, ds_config, num_processes)
     if (
         hyper.global_batch != REFERENCE_GLOBAL_BATCH
@@ -357,27 +377,85 @@ def plan(request: TrainRequest, *, cwd: Path | None = None) -> LaunchPlan:
         launch=launch,
         config=config,
         config_path=config_path,
+        changes=train_config_changes(config_path, config),
         train_args=train_args,
-        argv=argv,
+        argv=accelerate_command(launch, train_args, num_processes=num_processes),
         env=launch_env(launch),
         hyper=hyper,
         notes=notes,
     )
 
 
-def _display_path(path: Path) -> str:
-    """`path` relative to the repository root when inside it (the command runs there), else absolute."""
-    root = paths.project_root()
-    candidate = path if path.is_absolute() else (Path.cwd() / path)
-    if not candidate.exists():
-        candidate = root / path
-    try:
-        return str(candidate.resolve().relative_to(root))
-    except ValueError:
-        return str(candidate.resolve())
+# --- can this machine run it ------------------------------------------------------------------------
+
+
+def planned_profile(plan_: LaunchPlan) -> Profile:
+    """The plan's profile with the GPU count, config file and overrides that will actually run.
+
+    The doctor judges a profile; the plan may differ from it (another GPU count, more accumulation, --set
+    overrides), so the profile is first adjusted to what will run.
+    """
+    profile = plan_.profile
+    gpus = 0 if plan_.launch.cpu else plan_.hyper.num_processes
+    return profile.model_copy(
+        update={
+            "train_config": str(plan_.config_path),
+            "train": merged(profile.train, plan_.config.model_dump()),
+            "launch": plan_.launch.model_copy(update={"num_processes": plan_.hyper.num_processes}),
+            "requirements": profile.requirements.model_copy(update={"gpus": gpus}),
+        }
+    )
+
+
+def preflight(plan_: LaunchPlan, *, force: bool = False) -> Readiness:
+    """The doctor's readiness for the planned run; one-line EnvironmentNotReady (exit 3) when it cannot
+    run, unless `force`."""
+    from gpt4allj_kit import doctor
+
+    return doctor.preflight(planned_profile(plan_), force=force)
 
 
 # --- running ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a finished (or failed) launch left: its config, exit code and the last step it logged."""
+
+    output_dir: Path
+    config_file: Path
+    returncode: int
+    last_step: int | None
+
+
+def write_config(plan_: LaunchPlan) -> Path:
+    """The resolved config, written (atomically) where the planned command reads it."""
+    header = (
+        f"Resolved by gpt4allj-kit from {plan_.config_path} (profile {plan_.profile.name}) "
+        "for the train.py --config of this directory's launch."
+    )
+    atomic_write_text(plan_.config_file, train_config_yaml(plan_.config, header))
+    return plan_.config_file
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process holds the id: alive
+        return True
+    return True
+
+
+def live_training(output_dir: Path) -> int | None:
+    """The process group of a launch still training into `output_dir`; None when none is (a pid file
+    whose group is gone is stale, left by a launcher that could not clean up)."""
+    try:
+        pgid = int((output_dir / PID_FILE).read_text(encoding="utf-8").strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    return pgid if _group_alive(pgid) else None
 
 
 def executable_argv(argv: list[str]) -> list[str]:
@@ -389,8 +467,6 @@ def executable_argv(argv: list[str]) -> list[str]:
         beside = Path(sys.executable).parent / "accelerate"
         found = str(beside) if beside.exists() else shutil.which("accelerate")
         if found is None:
-            from gpt4allj_kit.errors import EnvironmentNotReady
-
             raise EnvironmentNotReady(
                 "accelerate is not installed in this environment (see requirements/lock.txt)"
             )
@@ -398,46 +474,101 @@ def executable_argv(argv: list[str]) -> list[str]:
     return argv
 
 
-def start(plan_: LaunchPlan, *, log_file: Path | None = None) -> subprocess.Popen[bytes]:
-    """Starts the planned command from the repository root in its own process group.
+class Training:
+    """A started launch: its own process group, recorded in `<output_dir>/train.pid` while it runs.
 
-    Output goes to `log_file` (appended) when given, else to this process's stdout/stderr (streamed).
+    As a context manager it stops the group when the block fails (Ctrl-C included) and removes the pid file
+    once no process of the group is left.
     """
+
+    def __init__(self, proc: subprocess.Popen[bytes], pid_file: Path) -> None:
+        self.proc = proc
+        self.pid_file = pid_file
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def wait(self) -> int:
+        return self.proc.wait()
+
+    def stop(self, *, grace_s: float = 30.0) -> int:
+        """SIGINT to the group (the launcher forwards it to its workers), SIGKILL after `grace_s`."""
+        if self.proc.poll() is not None:
+            return self.proc.returncode
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGINT)
+        try:
+            return self.proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            return self.proc.wait()
+
+    def close(self) -> None:
+        if self.proc.poll() is not None and not _group_alive(self.proc.pid):
+            self.pid_file.unlink(missing_ok=True)
+
+    def __enter__(self) -> Training:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is not None:
+            self.stop()
+        self.close()
+
+
+def start(plan_: LaunchPlan, *, log_file: Path | None = None) -> Training:
+    """Writes the plan's config and starts its command from the repository root in a new process group.
+
+    Refuses (exit 3) while another launch still trains into the same output dir. Output goes to `log_file`
+    (appended) when given, else to this process's stdout/stderr (streamed).
+    """
+    output_dir = plan_.output_dir
+    if (pgid := live_training(output_dir)) is not None:
+        raise EnvironmentNotReady(
+            f"a training into {output_dir} is still running (pid {pgid}): wait for it or stop it, then re-run"
+        )
+    write_config(plan_)
     env = {**os.environ, **plan_.env}
     argv = executable_argv(plan_.argv)
-    if log_file is None:
-        return subprocess.Popen(argv, cwd=paths.project_root(), env=env, start_new_session=True)
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with log_file.open("ab") as log:
-        return subprocess.Popen(
-            argv,
-            cwd=paths.project_root(),
-            env=env,
-            start_new_session=True,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def stop(proc: subprocess.Popen[bytes], *, grace_s: float = 30.0) -> int:
-    """Stops a started launch: SIGINT to its group (the launcher forwards it), SIGKILL after `grace_s`."""
-    if proc.poll() is not None:
-        return proc.returncode
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGINT)
+    with contextlib.ExitStack() as stack:
+        output: dict[str, Any] = {}
+        if log_file is not None:
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            output = {"stdout": stack.enter_context(log_file.open("ab")), "stderr": subprocess.STDOUT}
+        proc = subprocess.Popen(argv, cwd=paths.project_root(), env=env, start_new_session=True, **output)
+    training = Training(proc, output_dir / PID_FILE)
     try:
-        return proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        return proc.wait()
-
-
-def run(plan_: LaunchPlan) -> int:
-    """Runs the planned command with its output streamed; its exit code (Ctrl-C stops the whole launch)."""
-    proc = start(plan_)
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        stop(proc)
+        atomic_write_text(training.pid_file, f"{proc.pid}\n")
+    except BaseException:
+        training.stop(grace_s=5.0)
         raise
+    return training
+
+
+def last_step(output_dir: Path) -> int | None:
+    """The last optimizer step a run logged to its metrics (None before the first)."""
+    try:
+        lines = (output_dir / METRICS_FILE).read_bytes().splitlines()
+    except FileNotFoundError:
+        return None
+    for line in reversed(lines):
+        try:
+            return int(json.loads(line)["step"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return None
+
+
+def run(plan_: LaunchPlan) -> TrainResult:
+    """Runs the planned command with its output streamed (Ctrl-C stops the whole launch)."""
+    with start(plan_) as training:
+        code = training.wait()
+    return TrainResult(
+        output_dir=plan_.output_dir,
+        config_file=plan_.config_file,
+        returncode=code,
+        last_step=last_step(plan_.output_dir),
+    )

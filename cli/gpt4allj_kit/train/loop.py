@@ -37,7 +37,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--config", default=None, help="training config YAML (default: the documented one)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key")
     parser.add_argument(
-        "--resume", nargs="?", const="latest", default=None, help="'latest' or a step_N/ directory"
+        "--resume",
+        nargs="?",
+        const="latest",
+        default=None,
+        help="'latest' or a step_N/ directory (over the config's `checkpoint`)",
     )
     return parser.parse_args(argv)
 
@@ -222,6 +226,20 @@ class MetricsLog:
                 fh.write(json.dumps(record) + "\n")
 
 
+def tracker_scalars(record: dict[str, Any]) -> dict[str, float]:
+    """The numbers of a metrics record for W&B / TensorBoard; a nested mapping becomes `key/name`."""
+    scalars = {k: v for k, v in record.items() if isinstance(v, int | float)}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            scalars.update({f"{key}/{name}": v for name, v in value.items() if isinstance(v, int | float)})
+    return scalars
+
+
+def logs_grads(config: TrainConfig, step: int) -> bool:
+    """Whether optimizer step `step` (1-based) writes each parameter's gradient norm (`log_grads_every`)."""
+    return config.log_grads_every is not None and step % config.log_grads_every == 0
+
+
 def evaluate(accelerator: Any, model: Any, loader: Any) -> float:
     """Mean validation loss over the whole validation loader (upstream's definition)."""
     import torch
@@ -234,6 +252,52 @@ def evaluate(accelerator: Any, model: Any, loader: Any) -> float:
             losses.append(accelerator.gather(loss.detach().float().reshape(1)))
     model.train()
     return float(torch.cat(losses).mean()) if losses else float("nan")
+
+
+def parameter_grad_norms(accelerator: Any, model: Any) -> dict[str, float]:
+    """Each trainable parameter's gradient norm in the step about to be taken (before clipping).
+
+    Under DeepSpeed ZeRO a gradient is partitioned over the processes; `safe_get_full_grad` assembles it
+    with a collective, so every process calls this, parameters in the same order. With fp16 the gradients
+    still carry the loss scale here, which is divided out (bf16 and fp32 have none).
+    """
+    if accelerator.state.deepspeed_plugin is not None:
+        from deepspeed.utils import safe_get_full_grad as full_grad
+
+        scale = float(getattr(model.optimizer, "loss_scale", 1.0))
+    else:
+
+        def full_grad(param: Any) -> Any:
+            return param.grad
+
+        scale = float(accelerator.scaler.get_scale()) if accelerator.scaler is not None else 1.0
+    norms = {}
+    for name, param in accelerator.unwrap_model(model).named_parameters():
+        grad = full_grad(param) if param.requires_grad else None
+        if grad is not None:
+            norms[name] = float(grad.detach().float().norm()) / scale
+    return norms
+
+
+def backward(accelerator: Any, model: Any, loss: Any, *, grad_norms: bool) -> dict[str, float] | None:
+    """`accelerator.backward(loss)`; with `grad_norms` (at a step boundary), also each gradient's norm.
+
+    accelerate runs DeepSpeed's `engine.step()` inside `backward()` at a boundary, after which ZeRO's
+    gradients are gone, so for that step the engine's backward and step are called here with the norms
+    taken in between (what accelerate's DeepSpeed wrapper does, in the same order).
+    """
+    if not grad_norms:
+        accelerator.backward(loss)
+        return None
+    if accelerator.state.deepspeed_plugin is None:
+        accelerator.backward(loss)
+        return parameter_grad_norms(accelerator, model)
+    engine = accelerator.deepspeed_engine_wrapped.engine
+    engine.set_gradient_accumulation_boundary(is_boundary=True)
+    engine.backward(loss)
+    norms = parameter_grad_norms(accelerator, model)
+    engine.step()
+    return norms
 
 
 def current_lr(optimizer: Any) -> float:
@@ -306,8 +370,11 @@ def train(
 
     state = TrainerState()
     resumed_step = None
+    given_as = "--resume"
+    if resume is None and config.checkpoint is not None:
+        resume, given_as = config.checkpoint, "checkpoint"
     if resume:
-        resume_path = checkpoint.resolve_resume(resume, output_dir)
+        resume_path = checkpoint.resolve_resume(resume, output_dir, given_as=given_as)
         accelerator.load_state(str(resume_path))
         state = checkpoint.read_state(resume_path)
         resumed_step = state.step
@@ -331,7 +398,7 @@ def train(
     def log(record: dict[str, Any]) -> None:
         record["time"] = round(elapsed_before + time.perf_counter() - clock, 3)
         metrics.write(record)
-        accelerator.log({k: v for k, v in record.items() if isinstance(v, int | float)}, step=state.step)
+        accelerator.log(tracker_scalars(record), step=state.step)
 
     model.train()
     while state.epoch < config.num_epochs and state.step < total_steps:
@@ -346,7 +413,12 @@ def train(
                 meter.add(loss, batch)
                 lr = current_lr(optimizer)  # the rate this step uses; DeepSpeed steps inside backward
                 # accelerate divides by the accumulation steps (DeepSpeed's engine itself): never here.
-                accelerator.backward(loss)
+                grad_norms = backward(
+                    accelerator,
+                    model,
+                    loss,
+                    grad_norms=accelerator.sync_gradients and logs_grads(config, state.step + 1),
+                )
                 clipped = None
                 if accelerator.sync_gradients and not uses_deepspeed:
                     clipped = accelerator.clip_grad_norm_(model.parameters(), optim.GRADIENT_CLIPPING)
@@ -378,6 +450,8 @@ def train(
                     "nonpad_tokens_per_s": float(counts[1]) / seconds,
                 }
             )
+            if grad_norms is not None:
+                log({"step": state.step, "grad_norms": grad_norms})
             if state.step % config.eval_every == 0 and state.batches_done < len(
                 train_loader
             ):  # epoch end evaluates below
