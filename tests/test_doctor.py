@@ -10,6 +10,7 @@ from gpt4allj_kit import doctor, paths
 from gpt4allj_kit.config import load_profile, load_train_config
 from gpt4allj_kit.doctor import Disk, Gpu, MachineFacts, OpStatus
 from gpt4allj_kit.errors import EnvironmentNotReady
+from gpt4allj_kit.fetch.cache import hub_cache_dir
 from packaging.utils import canonicalize_name
 
 SECRET = "secretvalue"
@@ -62,7 +63,7 @@ def _machine(
     disks = [
         Disk(label=label, path=str(path), probed="/", free_gb=1000.0, total_gb=2000.0)
         for label, path in (
-            ("hub cache", doctor.hub_cache_dir()),
+            ("hub cache", hub_cache_dir()),
             ("output (full)", Path(FULL_OUTPUT)),
         )
     ]

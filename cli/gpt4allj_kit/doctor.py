@@ -25,8 +25,9 @@ from pydantic import BaseModel, Field
 from gpt4allj_kit import __version__, paths
 from gpt4allj_kit.config import Profile, load_profile, load_train_config
 from gpt4allj_kit.errors import ConfigError, EnvironmentNotReady
+from gpt4allj_kit.fetch.cache import hub_cache_dir
 from gpt4allj_kit.files import sha256_file
-from gpt4allj_kit.manifest import hardware
+from gpt4allj_kit.manifest import hardware, now_iso, write_manifest
 from gpt4allj_kit.recipe import REFERENCE_GLOBAL_BATCH
 
 # GPT-J-6B's parameter count (model card of EleutherAI/gpt-j-6B), for the ZeRO-2 memory estimate.
@@ -214,12 +215,6 @@ def _disk(label: str, path: Path) -> Disk:
         free_gb=round(usage.free / 1e9, 1),
         total_gb=round(usage.total / 1e9, 1),
     )
-
-
-def hub_cache_dir() -> Path:
-    from huggingface_hub import constants
-
-    return Path(constants.HF_HUB_CACHE)
 
 
 def _token_source() -> str | None:
@@ -550,6 +545,24 @@ def preflight(profile: Profile, facts: MachineFacts | None = None, *, force: boo
     if not result.can_run and not force:
         raise NotReady(result)
     return result
+
+
+def recorded_preflight(profile: Profile, out_dir: Path, *, force: bool, command: str) -> Readiness:
+    """`preflight(profile)` with its proof: `out_dir/manifest.json` holds the machine's facts and the
+    readiness whatever the verdict, so a refused run still shows why."""
+    started = now_iso()
+    facts = collect([profile])
+    judged = readiness(profile, facts)
+    write_manifest(
+        out_dir / paths.MANIFEST,
+        stage="doctor",
+        command=command,
+        config={"profile": profile.name, "force": force},
+        started=started,
+        machine=facts,
+        readiness=judged,
+    )
+    return preflight(profile, facts, force=force)
 
 
 def diagnose(asked: str = "all") -> tuple[Diagnosis, list[str]]:

@@ -9,6 +9,16 @@ ROOT_ENV = "GPT4ALLJ_KIT_ROOT"
 # The fetch lock: asset repos, revisions, commit shas and file hashes (next to a config, or in a run dir).
 LOCK_NAME = "gpt4allj-kit.lock.json"
 
+# What the stages write, named once for their writers and their readers.
+MANIFEST = "manifest.json"  # every stage's proof of what ran
+METRICS = "metrics.jsonl"  # training: one record per step / evaluation
+RESULTS = "results.json"  # evaluation: lm-eval's own results file, unchanged
+SUMMARY = "summary.json"  # evaluation: the kit's summary of it
+RUN_STATE = "run.json"  # reproduce: the state of every stage
+# A reproduce run directory: one folder per stage.
+DOCTOR_DIR, TRAIN_DIR, EVAL_DIR, COMPARE_DIR, REPORT_DIR = "doctor", "train", "eval", "compare", "report"
+FIXTURES_DIR = "fixtures"  # the smoke world's task fixtures, made by its fetch
+
 
 def project_root() -> Path:
     """The directory holding `configs/`, `reports/` and `requirements/lock.txt`.

@@ -24,7 +24,6 @@ from gpt4allj_kit.published import PublishedTable, Row, load_published_table
 from gpt4allj_kit.recipe import BASE_REPO, MODEL_REPO, ROW_OF_REVISION
 from gpt4allj_kit.runstate import STAGES, RunState, load_state, save_state, state_path
 
-TRAIN_DIR, EVAL_DIR, COMPARE_DIR, REPORT_DIR, FIXTURES_DIR = "train", "eval", "compare", "report", "fixtures"
 NOT_COMPARABLE = "a tiny random model trained on synthetic data is not comparable with the published numbers"
 
 
@@ -93,14 +92,17 @@ def stage_doctor(run: Run) -> Outcome:
     profile = run.profile
     if run.request.skip_train and profile.eval_requirements is not None:
         profile = profile.model_copy(update={"requirements": profile.eval_requirements})
+    out_dir = run.run_dir / paths.DOCTOR_DIR
     try:
-        readiness = doctor.preflight(profile, force=run.request.force)
+        readiness = doctor.recorded_preflight(
+            profile, out_dir, force=run.request.force, command=run.request.command
+        )
     except doctor.NotReady as exc:
         run.facts["doctor"] = exc.readiness.model_dump(mode="json")
         raise
     run.facts["doctor"] = readiness.model_dump(mode="json")
     key = "can run" if readiness.can_run else f"forced past {len(readiness.reasons)} problem(s)"
-    return Outcome(key=key, detail="; ".join(readiness.notes) or None)
+    return Outcome(key=key, path=out_dir, detail="; ".join(readiness.notes) or None)
 
 
 # --- fetch --------------------------------------------------------------------------------------------
@@ -123,7 +125,7 @@ def stage_fetch(run: Run) -> Outcome:
 
     # The smoke world's assets are generated (its task fixtures into the run dir), the real ones fetched.
     tiny = (
-        TinyWorld(run.profile.seed, run.run_dir / FIXTURES_DIR, run.profile.eval.limit or 16)
+        TinyWorld(run.profile.seed, run.run_dir / paths.FIXTURES_DIR, run.profile.eval.limit or 16)
         if run.tiny
         else None
     )
@@ -153,7 +155,7 @@ def stage_fetch(run: Run) -> Outcome:
 
 
 def _train_complete(train_dir: Path) -> bool:
-    manifest = train_dir / "manifest.json"
+    manifest = train_dir / paths.MANIFEST
     return (train_dir / "final" / "config.json").is_file() and manifest.is_file()
 
 
@@ -161,7 +163,7 @@ def stage_train(run: Run) -> Outcome:
     from gpt4allj_kit.train import checkpoint
     from gpt4allj_kit.train import launch as train_launch
 
-    train_dir = run.run_dir / TRAIN_DIR
+    train_dir = run.run_dir / paths.TRAIN_DIR
     if run.request.skip_train:
         return Outcome(key="skipped (--skip-train)", skipped=True)
     if _train_complete(train_dir):
@@ -201,7 +203,7 @@ def _eval_sources(run: Run) -> list[Any]:
 
     sources: list[Any] = []
     if not run.request.skip_train:
-        models = harness.training_run_models(run.run_dir / TRAIN_DIR)
+        models = harness.training_run_models(run.run_dir / paths.TRAIN_DIR)
         sources += [harness.ModelSource(label=p.name, path=p.resolve()) for p in models]
     if run.tiny:
         # The smoke world has no published checkpoint: its untrained tiny model stands in for both.
@@ -224,11 +226,11 @@ def _eval_sources(run: Run) -> list[Any]:
 def stage_eval(run: Run) -> Outcome:
     from gpt4allj_kit.evaluate import harness
 
-    eval_dir = run.run_dir / EVAL_DIR
+    eval_dir = run.run_dir / paths.EVAL_DIR
     sources = _eval_sources(run)
     if not sources:
-        raise ConfigError(f"nothing to evaluate: no epoch_N/ or final/ under {run.run_dir / TRAIN_DIR}")
-    todo = [s for s in sources if not (eval_dir / s.label / "summary.json").is_file()]
+        raise ConfigError(f"nothing to evaluate: no epoch_N/ or final/ under {run.run_dir / paths.TRAIN_DIR}")
+    todo = [s for s in sources if not (eval_dir / s.label / paths.SUMMARY).is_file()]
     settings = run.profile.eval
     options = harness.EvalOptions(
         tasks=harness.parse_tasks(settings.tasks),
@@ -261,9 +263,9 @@ def _row_for(run: Run, label: str) -> Row:
 def stage_compare(run: Run) -> Outcome:
     from gpt4allj_kit.compare.stage import write_comparisons
 
-    compare_dir = run.run_dir / COMPARE_DIR
+    compare_dir = run.run_dir / paths.COMPARE_DIR
     written = write_comparisons(
-        run.run_dir / EVAL_DIR,
+        run.run_dir / paths.EVAL_DIR,
         compare_dir,
         against=lambda label: _row_for(run, label),
         table=run.table,
@@ -290,7 +292,9 @@ def stage_report(run: Run) -> Outcome:
     from gpt4allj_kit.report.build import build_report
 
     # The comparisons are the compare stage's (compare/); the report reads them rather than choosing a row.
-    result = build_report(run.run_dir, run.run_dir / REPORT_DIR, command=run.request.command, table=run.table)
+    result = build_report(
+        run.run_dir, run.run_dir / paths.REPORT_DIR, command=run.request.command, table=run.table
+    )
     return Outcome(
         key="html + markdown + png", path=result.html, detail=f"{len(result.missing)} missing item(s)"
     )
@@ -336,7 +340,7 @@ def _state_for(request: ReproduceRequest, run_dir: Path, profile: Profile) -> Ru
 
 def _write_run_manifest(run: Run, state: RunState, started: str) -> None:
     write_manifest(
-        run.run_dir / "manifest.json",
+        run.run_dir / paths.MANIFEST,
         stage="reproduce",
         command=run.request.command,
         config={
@@ -404,7 +408,7 @@ def differs(run_dir: Path) -> bool:
     """Whether a comparable comparison of the run has a differing cell (for --fail-on-diff)."""
     from gpt4allj_kit.compare.stage import comparison_files
 
-    for file in comparison_files(run_dir / COMPARE_DIR).values():
+    for file in comparison_files(run_dir / paths.COMPARE_DIR).values():
         data = json.loads(file.read_text(encoding="utf-8"))
         if data.get("measured", {}).get("comparable", True) and data.get("differing"):
             return True

@@ -12,13 +12,13 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
+from gpt4allj_kit import paths
 from gpt4allj_kit.errors import ConfigError
 from gpt4allj_kit.files import atomic_write_text
 from gpt4allj_kit.manifest import now_iso
 
 STAGES = ("doctor", "fetch", "train", "eval", "compare", "report")
 StageStatus = Literal["pending", "running", "done", "skipped", "failed", "interrupted"]
-STATE_FILE = "run.json"
 
 
 class StageRecord(BaseModel):
@@ -58,14 +58,14 @@ class RunState(BaseModel):
 
 
 def state_path(run_dir: Path) -> Path:
-    return run_dir / STATE_FILE
+    return run_dir / paths.RUN_STATE
 
 
 def load_state(run_dir: Path) -> RunState:
     """The run's state; a missing or unreadable run.json is a one-line ConfigError."""
     file = state_path(run_dir)
     if not file.exists():
-        raise ConfigError(f"{run_dir}: not a reproduction run directory (no {STATE_FILE})")
+        raise ConfigError(f"{run_dir}: not a reproduction run directory (no {paths.RUN_STATE})")
     try:
         state = RunState.model_validate_json(file.read_text(encoding="utf-8"))
     except (ValidationError, ValueError) as exc:

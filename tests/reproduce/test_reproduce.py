@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from gpt4allj_kit import paths
 from gpt4allj_kit import reproduce as pipeline
 from gpt4allj_kit.config import load_profile
 from gpt4allj_kit.errors import ConfigError
@@ -87,6 +88,18 @@ def test_smoke_reproduction_writes_every_artifact(
         run_dir / "gpt4allj-kit.lock.json"
     )
     assert {a["sha"] for a in fetch_manifest["assets"]} == {a["sha"] for a in lock["assets"]}
+    # Every stage leaves its own manifest, named for the stage.
+    stage_manifests = {
+        "doctor": run_dir / "doctor" / "manifest.json",
+        "fetch": run_dir / "gpt4allj-kit.lock.manifest.json",
+        "train": train / "manifest.json",
+        "eval": run_dir / "eval" / "final" / "manifest.json",
+        "compare": run_dir / "compare" / "manifest.json",
+        "report": run_dir / "report" / "manifest.json",
+    }
+    assert set(stage_manifests) == set(STAGES)
+    for stage, path in stage_manifests.items():
+        assert json.loads(path.read_text())["stage"] == stage, path
 
 
 @pytest.mark.slow
@@ -165,7 +178,7 @@ def test_the_smoke_fetch_stage_writes_its_manifest_in_the_run_dir(tmp_path: Path
     assert manifest["stage"] == "fetch" and manifest["command"] == request.command
     lock = json.loads(outcome.path.read_text())
     assert {a["sha"] for a in manifest["assets"]} == {a["sha"] for a in lock["assets"]}
-    assert run.fixtures is not None and run.fixtures.is_relative_to(tmp_path / pipeline.FIXTURES_DIR)
+    assert run.fixtures is not None and run.fixtures.is_relative_to(tmp_path / paths.FIXTURES_DIR)
 
 
 def test_revision_without_published_row_is_a_usage_error() -> None:
@@ -211,6 +224,11 @@ def test_full_profile_on_this_cpu_machine_stops_at_the_doctor(tmp_path: Path, ki
     assert "Traceback" not in done.stderr
     state = load_state(run_dir)
     assert state.stage("doctor").status == "failed" and state.stage("fetch").status == "pending"
+    # The refusal is recorded with its reasons, like any stage's result.
+    doctor = json.loads((run_dir / paths.DOCTOR_DIR / paths.MANIFEST).read_text())
+    assert doctor["stage"] == "doctor" and doctor["readiness"]["can_run"] is False
+    assert any("needs 1 GPU" in reason for reason in doctor["readiness"]["reasons"])
+    assert doctor["machine"]["cpu_cores"] and doctor["environment"]["kit_version"]
 
 
 def test_a_training_still_running_into_the_run_dir_is_not_started_twice(tmp_path: Path, kit_cli) -> None:

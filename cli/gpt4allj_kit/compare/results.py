@@ -14,11 +14,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from gpt4allj_kit import paths
 from gpt4allj_kit.errors import ConfigError
 from gpt4allj_kit.published import PublishedTable, load_published_table
 
-SUMMARY_NAME = "summary.json"
-RESULTS_NAME = "results.json"
 NOT_COMPARABLE_NOTE = "a tiny random model is not comparable with the published numbers"
 
 Layout = Literal["lm-eval 0.4", "lm-eval 0.3", "kit summary"]
@@ -74,7 +73,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def result_candidates(folder: Path) -> list[Path]:
     """Result files directly in `folder`: the kit's summary, lm-eval's results.json or results_<date>.json."""
-    found = [folder / SUMMARY_NAME, folder / RESULTS_NAME]
+    found = [folder / paths.SUMMARY, folder / paths.RESULTS]
     found = [p for p in found if p.is_file()]
     return found or sorted(folder.glob("results*.json"))
 
@@ -89,7 +88,7 @@ def result_files(path: Path) -> tuple[Path, Path | None]:
     if not path.exists():
         raise ConfigError(f"{path}: no such file or directory")
     if path.is_file():
-        summary = path.parent / SUMMARY_NAME if path.name == RESULTS_NAME else None
+        summary = path.parent / paths.SUMMARY if path.name == paths.RESULTS else None
         return path, summary if summary and summary.is_file() else None
     folders = (
         [path]
@@ -97,13 +96,13 @@ def result_files(path: Path) -> tuple[Path, Path | None]:
         else sorted(d for d in path.iterdir() if d.is_dir() and result_candidates(d))
     )
     if not folders:
-        raise ConfigError(f"{path}: holds no {SUMMARY_NAME}, {RESULTS_NAME} or lm-eval results_*.json")
+        raise ConfigError(f"{path}: holds no {paths.SUMMARY}, {paths.RESULTS} or lm-eval results_*.json")
     if len(folders) > 1:
         names = ", ".join(str(f) for f in folders)
         raise ConfigError(f"{path}: holds several results ({names}); pass one of them")
     files = result_candidates(folders[0])
-    summary = next((f for f in files if f.name == SUMMARY_NAME), None)
-    numbers = [f for f in files if f.name != SUMMARY_NAME]
+    summary = next((f for f in files if f.name == paths.SUMMARY), None)
+    numbers = [f for f in files if f.name != paths.SUMMARY]
     if len(numbers) > 1:
         raise ConfigError(
             f"{folders[0]}: holds several lm-eval results ({', '.join(f.name for f in numbers)})"

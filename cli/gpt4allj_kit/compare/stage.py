@@ -11,15 +11,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from gpt4allj_kit import paths
 from gpt4allj_kit.compare.comparison import Comparison, compare_path
-from gpt4allj_kit.compare.results import SUMMARY_NAME
 from gpt4allj_kit.errors import ConfigError
 from gpt4allj_kit.files import atomic_write_text, sha256_file
 from gpt4allj_kit.manifest import now_iso, write_manifest
 from gpt4allj_kit.published import PublishedTable, Row
 from gpt4allj_kit.report.render import Format, comparison_markdown, comparison_text
-
-MANIFEST_NAME = "manifest.json"
 
 
 @dataclass(frozen=True)
@@ -54,7 +52,7 @@ def evaluated_folders(eval_dir: Path) -> list[Path]:
     """The eval stage's per-model folders (`<label>/summary.json`), by label."""
     if not eval_dir.is_dir():
         return []
-    return sorted(p for p in eval_dir.iterdir() if (p / SUMMARY_NAME).is_file())
+    return sorted(p for p in eval_dir.iterdir() if (p / paths.SUMMARY).is_file())
 
 
 def write_comparisons(
@@ -84,7 +82,7 @@ def write_comparisons(
         ):
             atomic_write_text(path, text)
             files.append(path)
-    manifest = out_dir / MANIFEST_NAME
+    manifest = out_dir / paths.MANIFEST
     write_manifest(
         manifest,
         stage="compare",
@@ -113,7 +111,7 @@ def write_comparison(
     started = now_iso()
     c = compare_path(results, against, note=note, comparable=comparable)
     atomic_write_text(output, comparison_text(c, fmt))
-    manifest = output.with_name(f"{output.name}.{MANIFEST_NAME}")
+    manifest = output.with_name(f"{output.name}.{paths.MANIFEST}")
     write_manifest(
         manifest,
         stage="compare",
@@ -134,4 +132,4 @@ def comparison_files(compare_dir: Path) -> dict[str, Path]:
     if not compare_dir.is_dir():
         return {}
     found = sorted(compare_dir.glob("*.json"))
-    return {p.stem: p for p in found if not p.name.endswith(MANIFEST_NAME)}
+    return {p.stem: p for p in found if not p.name.endswith(paths.MANIFEST)}

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from gpt4allj_kit import paths
 from gpt4allj_kit.errors import ConfigError, EnvironmentNotReady
 from gpt4allj_kit.evaluate.fixtures import read_fixtures_info, wrapper_task_yaml
 from gpt4allj_kit.files import atomic_dir, atomic_write_json, atomic_write_text, sha256_file
@@ -414,13 +415,13 @@ def _collect_tracker_files(tracker_dir: Path, out: Path) -> Path:
     found = sorted(tracker_dir.rglob("results_*.json"))
     if len(found) != 1:
         raise RuntimeError(f"lm-eval wrote {len(found)} results files under {tracker_dir}, expected 1")
-    shutil.move(str(found[0]), out / "results.json")
+    shutil.move(str(found[0]), out / paths.RESULTS)
     samples_dir = out / "samples"
     samples_dir.mkdir()
     for sample in sorted(tracker_dir.rglob("samples_*.jsonl")):
         task = re.sub(r"^samples_(.+)_\d{4}-\d\d-\d\dT[\d.-]+$", r"\1", sample.stem)
         shutil.move(str(sample), samples_dir / f"{task}.jsonl")
-    return out / "results.json"
+    return out / paths.RESULTS
 
 
 def evaluate_model(
@@ -448,9 +449,9 @@ def evaluate_model(
         shutil.rmtree(tracker_dir)
         revisions = dataset_revisions(results, pins, options.include_path)
         summary = build_summary(source, results, revisions, options, device)
-        atomic_write_json(out / "summary.json", summary)
+        atomic_write_json(out / paths.SUMMARY, summary)
         write_manifest(
-            out / "manifest.json",
+            out / paths.MANIFEST,
             stage="eval",
             command=options.command,
             config={

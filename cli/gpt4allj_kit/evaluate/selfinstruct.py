@@ -25,6 +25,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
+from gpt4allj_kit import paths
 from gpt4allj_kit.errors import ConfigError
 from gpt4allj_kit.files import atomic_dir, atomic_write_json, atomic_write_text, sha256_file
 from gpt4allj_kit.manifest import now_iso, write_manifest
@@ -280,9 +281,9 @@ def evaluate_self_instruct(
             out / "histogram.png",
             f"{source.label}: Self-Instruct ground-truth perplexity ({mode}, n={len(rows)})",
         )
-        atomic_write_json(out / "summary.json", summary)
+        atomic_write_json(out / paths.SUMMARY, summary)
         write_manifest(
-            out / "manifest.json",
+            out / paths.MANIFEST,
             stage="eval-self-instruct",
             command=command,
             config={"mode": mode, "stride": STRIDE, "device": device, "dtype": dtype, "data": data},

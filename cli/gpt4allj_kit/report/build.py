@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gpt4allj_kit import paths
 from gpt4allj_kit.compare.comparison import Comparison, combined_table, compare_path, read_comparison
 from gpt4allj_kit.compare.results import result_candidates
 from gpt4allj_kit.compare.stage import comparison_files
@@ -25,11 +26,6 @@ from gpt4allj_kit.manifest import now_iso, write_manifest
 from gpt4allj_kit.published import PublishedTable, load_published_table
 from gpt4allj_kit.report.charts import comparison_chart, loss_chart
 from gpt4allj_kit.report.contents import (
-    COMPARE_DIR,
-    LOCK_NAME,
-    MANIFEST_NAME,
-    METRICS_NAME,
-    REPORT_DIR,
     Metrics,
     RunContents,
     commands,
@@ -107,14 +103,14 @@ def _comparisons(
 ) -> _Comparisons:
     """The compare stage's comparisons when there are any, else each eval compared here: with `against`,
     else the evaluated model's own row (its model and revision), else the default revision's."""
-    files = comparison_files(contents.root / COMPARE_DIR)
+    files = comparison_files(contents.root / paths.COMPARE_DIR)
     if files:
         stored = _stored(files, contents.root, problems)
         if against:
-            _check_against(stored, against, table, contents.root / COMPARE_DIR)
+            _check_against(stored, against, table, contents.root / paths.COMPARE_DIR)
         labels = {c.measured.label for c in stored} | set(files)
         problems += [
-            f"eval '{ev.label}' has no comparison in {COMPARE_DIR}/ (run the compare stage again)"
+            f"eval '{ev.label}' has no comparison in {paths.COMPARE_DIR}/ (run the compare stage again)"
             for ev in contents.evals
             if ev.label not in labels
         ]
@@ -133,11 +129,11 @@ def _comparisons(
 def _missing(contents: RunContents, series: Metrics | None, comparisons: Sequence[Comparison]) -> list[str]:
     missing = []
     if contents.metrics is None:
-        missing.append(f"no {METRICS_NAME}: no training in this directory, so no loss curves")
+        missing.append(f"no {paths.METRICS}: no training in this directory, so no loss curves")
     elif series and not (series.train or series.val):
-        missing.append(f"{METRICS_NAME} has no train_loss or val_loss values")
+        missing.append(f"{paths.METRICS} has no train_loss or val_loss values")
     elif series and not series.val:
-        missing.append(f"{METRICS_NAME} has no val_loss lines (no validation curve)")
+        missing.append(f"{paths.METRICS} has no val_loss lines (no validation curve)")
     if not contents.evals and not comparisons:
         missing.append(
             "no eval results (summary.json / results.json): no comparison with the published table"
@@ -147,7 +143,7 @@ def _missing(contents: RunContents, series: Metrics | None, comparisons: Sequenc
     if not contents.manifests:
         missing.append("no manifests: versions, shas, hardware and commands unknown")
     if contents.kind == "reproduce run" and contents.lock is None:
-        missing.append(f"no {LOCK_NAME}: asset shas unknown")
+        missing.append(f"no {paths.LOCK_NAME}: asset shas unknown")
     return missing
 
 
@@ -222,7 +218,7 @@ def build_report(
     """Writes report.html, report.md, the PNGs and a manifest to `output` (default RUN_DIR/report)."""
     started = now_iso()
     root = run_dir.resolve()
-    out = (output or root / REPORT_DIR).resolve()
+    out = (output or root / paths.REPORT_DIR).resolve()
     table = table or load_published_table()
     if against:
         table.row(against)  # an unknown row is a usage error before anything is written
@@ -246,7 +242,7 @@ def build_report(
     inputs = [p for p in (contents.metrics, contents.lock, *contents.manifests) if p] + compared.files
     pngs = [f.name for f in view.figures]
     write_manifest(
-        out / MANIFEST_NAME,
+        out / paths.MANIFEST,
         stage="report",
         command=command if isinstance(command, str) else list(command),
         started=started,
@@ -256,7 +252,7 @@ def build_report(
         outputs=sorted(["report.html", "report.md", *pngs]),
         comparisons_from="compared here (no compare/ results)"
         if compared.compared_here
-        else f"{COMPARE_DIR}/",
+        else f"{paths.COMPARE_DIR}/",
         comparisons=[
             {
                 "label": c.measured.label,
@@ -272,7 +268,7 @@ def build_report(
         html=html_path,
         markdown=md_path,
         pngs=tuple(out / n for n in pngs),
-        manifest=out / MANIFEST_NAME,
+        manifest=out / paths.MANIFEST,
         kind=contents.kind,
         comparisons=tuple(comparisons),
         missing=tuple(missing),

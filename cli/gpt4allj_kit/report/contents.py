@@ -17,13 +17,7 @@ from gpt4allj_kit.compare.results import result_candidates
 from gpt4allj_kit.errors import ConfigError
 from gpt4allj_kit.fetch.lock import lock_manifest_path, read_lock
 
-METRICS_NAME = "metrics.jsonl"
-MANIFEST_NAME = "manifest.json"
-RUN_NAME = "run.json"
-LOCK_NAME = paths.LOCK_NAME
-REPORT_DIR = "report"
-COMPARE_DIR = "compare"
-_SKIP_DIRS = {REPORT_DIR, COMPARE_DIR}
+_SKIP_DIRS = {paths.REPORT_DIR, paths.COMPARE_DIR}
 
 
 @dataclass(frozen=True)
@@ -75,8 +69,8 @@ def _eval_dirs(root: Path) -> tuple[EvalDir, ...]:
 
 
 def _manifests(root: Path, exclude: Path | None) -> tuple[Path, ...]:
-    found = [root / RUN_NAME, root / MANIFEST_NAME, lock_manifest_path(root / paths.LOCK_NAME)]
-    for pattern in (f"*/{MANIFEST_NAME}", f"*/*/{MANIFEST_NAME}", f"{COMPARE_DIR}/*manifest*.json"):
+    found = [root / paths.RUN_STATE, root / paths.MANIFEST, lock_manifest_path(root / paths.LOCK_NAME)]
+    for pattern in (f"*/{paths.MANIFEST}", f"*/*/{paths.MANIFEST}", f"{paths.COMPARE_DIR}/*manifest*.json"):
         found += sorted(root.glob(pattern))
     unique = dict.fromkeys(p for p in found if p.is_file() and not (exclude and exclude in p.parents))
     return tuple(unique)
@@ -87,14 +81,14 @@ def scan(root: Path, *, exclude: Path | None = None) -> RunContents:
     if not root.is_dir():
         raise ConfigError(f"{root}: not a directory (expected a run, training output or eval dir)")
     train = root / "train" if (root / "train").is_dir() else root
-    metrics = train / METRICS_NAME if (train / METRICS_NAME).is_file() else None
+    metrics = train / paths.METRICS if (train / paths.METRICS).is_file() else None
     evals = _eval_dirs(root)
     manifests = _manifests(root, exclude)
-    run_json = root / RUN_NAME if (root / RUN_NAME).is_file() else None
-    lock = root / LOCK_NAME if (root / LOCK_NAME).is_file() else None
+    run_json = root / paths.RUN_STATE if (root / paths.RUN_STATE).is_file() else None
+    lock = root / paths.LOCK_NAME if (root / paths.LOCK_NAME).is_file() else None
     if not (metrics or evals or manifests or lock):
         raise ConfigError(
-            f"{root}: no {METRICS_NAME}, eval results or manifests here"
+            f"{root}: no {paths.METRICS}, eval results or manifests here"
             " - not a run, training output or eval dir"
         )
     if run_json or ((root / "train").is_dir() and (root / "eval").is_dir()):

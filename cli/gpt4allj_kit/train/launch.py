@@ -40,7 +40,6 @@ from gpt4allj_kit.files import atomic_write_text
 from gpt4allj_kit.recipe import REFERENCE_GLOBAL_BATCH, VALIDATION_FRACTION
 from gpt4allj_kit.train import optim
 from gpt4allj_kit.train.checkpoint import resolve_resume
-from gpt4allj_kit.train.loop import METRICS_FILE
 
 if TYPE_CHECKING:
     from gpt4allj_kit.doctor import Readiness
@@ -551,7 +550,7 @@ def start(plan_: LaunchPlan, *, log_file: Path | None = None) -> Training:
 def last_step(output_dir: Path) -> int | None:
     """The last optimizer step a run logged to its metrics (None before the first)."""
     try:
-        lines = (output_dir / METRICS_FILE).read_bytes().splitlines()
+        lines = (output_dir / paths.METRICS).read_bytes().splitlines()
     except FileNotFoundError:
         return None
     for line in reversed(lines):

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gpt4allj_kit import paths
 from gpt4allj_kit.config import TrainConfig, load_train_config
 from gpt4allj_kit.errors import KitError
 from gpt4allj_kit.train import checkpoint, optim
@@ -27,7 +28,6 @@ from gpt4allj_kit.train.checkpoint import TrainerState
 
 # Fault injection for the resume tests: every process SIGKILLs itself right after this optimizer step.
 KILL_AFTER_STEP_ENV = "GPT4ALLJ_KIT_KILL_AFTER_STEP"
-METRICS_FILE = "metrics.jsonl"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -209,7 +209,7 @@ class MetricsLog:
     """metrics.jsonl (main process only), kept consistent with the state a run resumes from."""
 
     def __init__(self, output_dir: Path, enabled: bool, resumed_step: int | None) -> None:
-        self.path = output_dir / METRICS_FILE
+        self.path = output_dir / paths.METRICS
         self.enabled = enabled
         if enabled and resumed_step is not None and self.path.exists():
             # Steps after the resumed state were lost with the killed run; they are about to be redone.
@@ -553,7 +553,7 @@ def write_run_manifest(
     }
     seconds = max(state.train_seconds, 1e-9)
     manifest.write_manifest(
-        output_dir / "manifest.json",
+        output_dir / paths.MANIFEST,
         stage="train",
         command=shlex.join(command),
         config=config,
