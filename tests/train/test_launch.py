@@ -24,16 +24,6 @@ DOCUMENTED = (
 )
 
 
-def kit(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gpt4allj_kit.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=cwd,
-    )
-
-
 def test_full_profile_builds_the_documented_command() -> None:
     argv = launch.accelerate_command(
         load_profile("full").launch, ["--config", "configs/train/finetune_gptj.yaml"], num_processes=8
@@ -100,9 +90,9 @@ def test_resume_rejects_missing_states(tmp_path: Path) -> None:
     assert checkpoint.resolve_resume("latest", tmp_path).name == "step_10"
 
 
-def test_dry_run_smoke_prints_command_and_hyperparameters(tmp_path: Path) -> None:
+def test_dry_run_smoke_prints_command_and_hyperparameters(kit_cli, tmp_path: Path) -> None:
     sets = ["--set", "num_epochs=3", "--set", "batch_size=4"]  # independent of the profile's own values
-    result = kit("train", "--profile", "smoke", "--dry-run", *sets, cwd=tmp_path)
+    result = kit_cli("train", "--profile", "smoke", "--dry-run", *sets, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     out = " ".join(result.stdout.split())
     deepspeed = load_profile("smoke").launch.use_deepspeed
@@ -123,8 +113,10 @@ def test_dry_run_smoke_prints_command_and_hyperparameters(tmp_path: Path) -> Non
     assert "WarmupLR" in out and "AdamW" in out  # DeepSpeed's, or the torch LambdaLR equal to it
 
 
-def test_dry_run_keep_global_batch_raises_accumulation() -> None:
-    result = kit("train", "--revision", "v1.0", "--num-processes", "2", "--keep-global-batch", "--dry-run")
+def test_dry_run_keep_global_batch_raises_accumulation(kit_cli) -> None:
+    result = kit_cli(
+        "train", "--revision", "v1.0", "--num-processes", "2", "--keep-global-batch", "--dry-run"
+    )
     assert result.returncode == 0, result.stderr
     assert "gradient accumulation 1 -> 4" in " ".join(result.stderr.split())
     assert "gradient_accumulation_steps: 4" in result.stdout
@@ -144,15 +136,17 @@ def test_dry_run_keep_global_batch_raises_accumulation() -> None:
         (["--resume", "latest", "--set", "output_dir=/nonexistent/run"], "no saved state"),
     ],
 )
-def test_bad_configs_are_rejected_before_launch(args: list[str], message: str) -> None:
-    result = kit("train", "--profile", "smoke", *args) if "--profile" not in args else kit("train", *args)
+def test_bad_configs_are_rejected_before_launch(kit_cli, args: list[str], message: str) -> None:
+    result = (
+        kit_cli("train", "--profile", "smoke", *args) if "--profile" not in args else kit_cli("train", *args)
+    )
     assert result.returncode == 2, result.stdout + result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert "accelerate launch" not in result.stdout
 
 
-def test_placeholder_config_file_is_rejected(tmp_path: Path) -> None:
+def test_placeholder_config_file_is_rejected(kit_cli, tmp_path: Path) -> None:
     text = (
         paths.default_train_config()
         .read_text()
@@ -160,13 +154,13 @@ def test_placeholder_config_file_is_rejected(tmp_path: Path) -> None:
     )
     config = tmp_path / "finetune.yaml"
     config.write_text(text)
-    result = kit("train", "--config", str(config), "--dry-run")
+    result = kit_cli("train", "--config", str(config), "--dry-run")
     assert result.returncode == 2
     assert "output_dir" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_full_profile_fails_preflight_on_a_cpu_machine() -> None:
-    result = kit("train", "--revision", "v1.2-jazzy")
+def test_full_profile_fails_preflight_on_a_cpu_machine(kit_cli) -> None:
+    result = kit_cli("train", "--revision", "v1.2-jazzy")
     assert result.returncode == 3, result.stdout + result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "preflight" in errors[0] and "--force" in errors[0]

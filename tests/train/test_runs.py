@@ -176,22 +176,13 @@ def test_lora_run_saves_an_adapter_that_loads(launch_train, tmp_path: Path, tiny
     assert lora_b and any(p.abs().sum() > 0 for p in lora_b)  # trained: B starts at zero
 
 
-def test_cli_runs_the_smoke_command_and_propagates_its_exit_code(tmp_path: Path) -> None:
+def test_cli_runs_the_smoke_command_and_propagates_its_exit_code(tmp_path: Path, kit_cli) -> None:
     """`gpt4allj-kit train --profile smoke` prints the command, streams the launch, returns its failure."""
-    import os
-    import subprocess
-    import sys
-
     from gpt4allj_kit.train.loop import KILL_AFTER_STEP_ENV
 
-    env = {**os.environ, KILL_AFTER_STEP_ENV: "1", "TMPDIR": str(tmp_path)}
-    result = subprocess.run(
-        [sys.executable, "-m", "gpt4allj_kit.cli", "train", "--profile", "smoke", "--set", "max_steps=3"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    env = {KILL_AFTER_STEP_ENV: "1", "TMPDIR": str(tmp_path)}
+    result = kit_cli(
+        "train", "--profile", "smoke", "--set", "max_steps=3", cwd=tmp_path, env=env, timeout=600
     )
     assert result.returncode not in (0, 2, 3), result.stderr[-3000:]
     first = result.stdout.splitlines()[0]
