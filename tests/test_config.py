@@ -124,6 +124,16 @@ def test_missing_file(tmp_path: Path, kit_cli) -> None:
     _assert_one_line_error(kit_cli("config", "--config", str(path)), str(path), "no such config file")
 
 
+def test_binary_file_and_a_folder_are_one_line_errors(tmp_path: Path, kit_cli) -> None:
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"lr: \xff\xfe\x00")
+    _assert_one_line_error(kit_cli("config", "--config", str(binary)), str(binary), "not UTF-8 text (byte 4)")
+    _assert_one_line_error(kit_cli("config", "--config", str(tmp_path)), str(tmp_path), "is a directory")
+    profile = tmp_path / "profile.yaml"
+    profile.write_bytes(b"\x80")
+    _assert_one_line_error(kit_cli("config", "--profile", str(profile)), str(profile), "not UTF-8 text")
+
+
 @pytest.mark.parametrize(
     ("item", "needles"),
     [

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Literal
 from gpt4allj_kit import __version__, paths
 from gpt4allj_kit.config import LaunchConfig
 from gpt4allj_kit.errors import ConfigError, EnvironmentNotReady
-from gpt4allj_kit.files import atomic_write_text, disk_errors
+from gpt4allj_kit.files import atomic_write_text, disk_errors, read_text
 
 if TYPE_CHECKING:
     from gpt4allj_kit.train.launch import LaunchPlan
@@ -306,12 +306,7 @@ def submit(script: Path, *, wait: bool = False) -> str:
 
 def hostfile_hosts(path: Path) -> list[str]:
     """Host names or IPs, one per line (first is the main host); `#` comments and `slots=` are ignored."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"--hostfile {path}: no such file") from None
-    except OSError as exc:
-        raise ConfigError(f"--hostfile {path}: cannot read ({exc.strerror})") from None
+    text = read_text(path, f"--hostfile {path}")
     hosts = [line.split("#", 1)[0].split()[0] for line in text.splitlines() if line.split("#", 1)[0].strip()]
     if not hosts:
         raise ConfigError(f"--hostfile {path}: lists no host")

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gpt4allj_kit import paths
 from gpt4allj_kit.errors import ConfigError
+from gpt4allj_kit.files import read_text
 from gpt4allj_kit.recipe import DEFAULT_REVISION
 
 # Upstream ships "# CHANGE" (read by YAML as null); users often leave "CHANGE", "<path>" or "TODO".
@@ -182,12 +183,7 @@ class Profile(_Strict):
 
 def load_yaml(path: Path) -> dict[str, Any]:
     """A YAML mapping, or a one-line ConfigError saying why the file cannot be one."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    text = read_text(path, str(path), "config file")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from gpt4allj_kit.errors import EnvironmentNotReady
+from gpt4allj_kit.errors import ConfigError, EnvironmentNotReady
 
 _CHUNK = 1 << 20
 
@@ -27,6 +27,20 @@ def _umask() -> int:
 def _publish_mode(path: Path, mode: int) -> None:
     """mkstemp/mkdtemp create 0600/0700; results are shared files, so give them the usual umask mode."""
     os.chmod(path, mode & ~_umask())
+
+
+def read_text(path: Path, what: str, kind: str = "file") -> str:
+    """The UTF-8 text of a `kind` of file a user named, or a one-line ConfigError naming `what` and why."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{what}: no such {kind}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{what}: is a directory, not a {kind}") from None
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what}: not UTF-8 text (byte {exc.start})") from None
 
 
 def sha256_file(path: Path) -> str:
