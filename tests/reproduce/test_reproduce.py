@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -25,20 +26,59 @@ OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFL
 CHECKPOINTS = ("epoch_1", "epoch_2", "final")
 
 
+@dataclass(frozen=True)
+class SmokeRun:
+    """One smoke reproduction as a user may live it: killed during training, then the same command again."""
+
+    run_dir: Path
+    final_before_kill: bool
+    status_after_kill: subprocess.CompletedProcess[str]
+    done: subprocess.CompletedProcess[str]  # the re-run, which resumes
+    state_after_resume: dict
+
+
+def _kill_run(proc: subprocess.Popen[str], train_dir: Path) -> None:
+    """Everything of the run dies at once, as in a crash: the CLI and the training it launched."""
+    victims = [
+        p for p in psutil.process_iter(["cmdline"]) if str(train_dir) in " ".join(p.info["cmdline"] or [])
+    ]
+    os.kill(proc.pid, signal.SIGKILL)
+    for victim in victims:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            victim.kill()
+    proc.wait(timeout=60)
+    psutil.wait_procs(victims, timeout=60)
+
+
 @pytest.fixture(scope="module")
-def smoke_run(
-    tmp_path_factory: pytest.TempPathFactory, kit_cli
-) -> tuple[Path, subprocess.CompletedProcess[str]]:
+def smoke_run(tmp_path_factory: pytest.TempPathFactory, kit_cli) -> SmokeRun:
+    """Made once for the module (a whole smoke reproduction is the most expensive thing the tests run): the
+    artifacts, the re-run and the resume tests all read this one run."""
     run_dir = tmp_path_factory.mktemp("smoke") / "run"
-    done = kit_cli("reproduce", "--profile", "smoke", "--output", run_dir, env=OFFLINE, timeout=900)
-    return run_dir, done
+    argv = kit_cli.argv("reproduce", "--profile", "smoke", "--output", run_dir)
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=kit_cli.env(OFFLINE)
+    )
+    train_dir = run_dir / "train"
+    deadline = time.monotonic() + 600
+    while not (train_dir / "step_100").is_dir():
+        if proc.poll() is not None:
+            pytest.fail(f"the smoke run ended before its step_100 checkpoint: {proc.stderr.read()[-3000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail("no checkpoint within 10 minutes")
+        time.sleep(0.5)
+    _kill_run(proc, train_dir)
+    final_before_kill = (train_dir / "final").exists()
+    status = kit_cli("status", run_dir, "--json", env=OFFLINE)
+    done = kit_cli(*argv[1:], env=OFFLINE, timeout=900)
+    after = kit_cli("status", run_dir, "--json", env=OFFLINE)
+    state = json.loads(after.stdout) if after.returncode == 0 else {}
+    return SmokeRun(run_dir, final_before_kill, status, done, state)
 
 
 @pytest.mark.slow
-def test_smoke_reproduction_writes_every_artifact(
-    smoke_run: tuple[Path, subprocess.CompletedProcess[str]],
-) -> None:
-    run_dir, done = smoke_run
+def test_smoke_reproduction_writes_every_artifact(smoke_run: SmokeRun) -> None:
+    run_dir, done = smoke_run.run_dir, smoke_run.done
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
 
@@ -103,10 +143,8 @@ def test_smoke_reproduction_writes_every_artifact(
 
 
 @pytest.mark.slow
-def test_rerun_skips_completed_stages(
-    smoke_run: tuple[Path, subprocess.CompletedProcess[str]], kit_cli
-) -> None:
-    run_dir, first = smoke_run
+def test_rerun_skips_completed_stages(smoke_run: SmokeRun, kit_cli) -> None:
+    run_dir, first = smoke_run.run_dir, smoke_run.done
     assert first.returncode == 0, first.stderr[-3000:]
     again = kit_cli(
         "reproduce", "--profile", "smoke", "--output", run_dir, "--json", env=OFFLINE, timeout=600
@@ -118,47 +156,23 @@ def test_rerun_skips_completed_stages(
     assert state["stages"]["report"]["status"] == "done"
 
 
-def _kill_run(proc: subprocess.Popen[str], train_dir: Path) -> None:
-    """Everything of the run dies at once, as in a crash: the CLI and the training it launched."""
-    victims = [
-        p for p in psutil.process_iter(["cmdline"]) if str(train_dir) in " ".join(p.info["cmdline"] or [])
-    ]
-    os.kill(proc.pid, signal.SIGKILL)
-    for victim in victims:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            victim.kill()
-    proc.wait(timeout=60)
-    psutil.wait_procs(victims, timeout=60)
-
-
 @pytest.mark.slow
-def test_killed_training_resumes_on_rerun(tmp_path: Path, kit_cli) -> None:
-    run_dir = tmp_path / "run"
-    argv = kit_cli.argv("reproduce", "--profile", "smoke", "--output", run_dir)
-    env = kit_cli.env(OFFLINE)
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-    train_dir = run_dir / "train"
-    deadline = time.monotonic() + 600
-    while not (train_dir / "step_100").is_dir():
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
-        time.sleep(0.5)
-    _kill_run(proc, train_dir)
-    assert not (train_dir / "final").exists()
-
-    status = kit_cli("status", run_dir, "--json", env=OFFLINE)
+def test_killed_training_resumes_on_rerun(smoke_run: SmokeRun) -> None:
+    train_dir = smoke_run.run_dir / "train"
+    assert not smoke_run.final_before_kill
+    status = smoke_run.status_after_kill
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["stages"]["train"]["status"] == "interrupted"
 
-    resumed = kit_cli(*argv[1:], "--json", env=OFFLINE, timeout=900)
+    resumed = smoke_run.done
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    state = json.loads(resumed.stdout)
+    state = smoke_run.state_after_resume
     assert state["stages"]["train"]["status"] == "done"
     assert state["stages"]["train"]["detail"] == "resumed from latest"
     train_manifest = json.loads((train_dir / "manifest.json").read_text())
     assert train_manifest["resumed_from"].endswith("step_100") or "step_" in train_manifest["resumed_from"]
     assert (train_dir / "final" / "model.safetensors").is_file()
-    assert (run_dir / "report" / "report.html").is_file()
+    assert (smoke_run.run_dir / "report" / "report.html").is_file()
 
 
 def test_the_smoke_fetch_stage_writes_its_manifest_in_the_run_dir(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from gpt4allj_kit import paths
 from gpt4allj_kit.commands.options import (
     AgainstOption,
     JsonOption,
@@ -69,7 +70,7 @@ def reproduce_cmd(
     if json_out:
         console.print_json(state.model_dump_json())
     else:
-        console.print(f"report: {run_dir / pipeline.REPORT_DIR / 'report.html'}", highlight=False)
+        console.print(f"report: {run_dir / paths.REPORT_DIR / 'report.html'}", highlight=False)
     if fail_on_diff and pipeline.differs(run_dir):
         raise typer.Exit(int(ExitCode.RESULTS_DIFFER))
 
