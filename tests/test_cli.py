@@ -7,10 +7,6 @@ from pathlib import Path
 
 from gpt4allj_kit import __version__
 from gpt4allj_kit.assets import TinyAssets
-from gpt4allj_kit.cli import app
-from typer.testing import CliRunner
-
-runner = CliRunner()
 
 
 def test_version_and_help(kit_cli) -> None:
@@ -29,12 +25,27 @@ def test_usage_errors_exit_2_without_traceback(kit_cli) -> None:
         assert "Traceback" not in result.stdout + result.stderr
 
 
-def test_assets_renders_paths_and_checksums(tiny: TinyAssets) -> None:
+def test_assets_renders_paths_and_checksums(tiny: TinyAssets, kit_cli) -> None:
     # The session's tiny assets are reused (not rebuilt) when asked for under the same folder.
     args = ["assets", "--output", str(tiny.root.parent), "--seed", str(tiny.seed), "--rows", "3000"]
-    table = runner.invoke(app, args)
-    assert table.exit_code == 0, table.output
-    assert str(tiny.model_dir) in table.output and "model/model.safetensors" in table.output
-    as_json = runner.invoke(app, [*args, "--json"])
-    data = json.loads(as_json.output)
+    table = kit_cli(*args)
+    assert table.returncode == 0, table.stderr
+    assert str(tiny.model_dir) in table.stdout and "model/model.safetensors" in table.stdout
+    as_json = kit_cli(*args, "--json")
+    data = json.loads(as_json.stdout)
     assert data["sha256"] == tiny.checksums() and Path(data["root"]) == tiny.root
+
+
+def test_every_ending_maps_to_one_exit_code_and_at_most_one_line() -> None:
+    import typer
+    from gpt4allj_kit.cli import exit_for
+    from gpt4allj_kit.errors import ConfigError, EnvironmentNotReady, ExitCode
+
+    assert exit_for(ConfigError("bad key")) == (ExitCode.USAGE, "[bold red]error:[/] bad key")
+    assert exit_for(EnvironmentNotReady("no GPU"))[0] == ExitCode.ENVIRONMENT == 3
+    assert exit_for(typer.Exit(1)) == (1, None)
+    assert exit_for(KeyboardInterrupt()) == (ExitCode.INTERRUPTED, "[bold red]interrupted[/]")
+    assert ExitCode.INTERRUPTED == 130
+    code, line = exit_for(RuntimeError("boom"))
+    assert code == ExitCode.INTERNAL == 4 and line is not None
+    assert "RuntimeError: boom" in line and "GPT4ALLJ_KIT_DEBUG=1" in line
