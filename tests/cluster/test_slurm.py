@@ -12,6 +12,9 @@ import pytest
 from gpt4allj_kit import cluster
 from gpt4allj_kit.cluster import ClusterRequest
 
+# Each test waits for a real Slurm job (seconds each): outside the edit loop's `-m "not slow"`.
+pytestmark = pytest.mark.slow
+
 RECORD = (
     "import json, os, sys; "
     "open(sys.argv[3], 'w').write(json.dumps({'rank': sys.argv[1], 'main': sys.argv[2], "
@@ -112,7 +115,6 @@ def test_a_failing_job_is_one_line_naming_the_job(slurm: Any, tmp_path: Path) ->
     assert "\n" not in error.value.message
 
 
-@pytest.mark.slow
 def test_smoke_training_through_slurm(slurm: Any, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """Two CPU processes of the smoke training, launched through srun by the generated sbatch script.
 

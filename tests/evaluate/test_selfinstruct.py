@@ -57,6 +57,7 @@ def _rows(folder: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (folder / "perplexities.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow  # two evaluation runs (both_modes)
 def test_outputs_per_mode(both_modes: dict[str, Path], instructions: Path) -> None:
     count = len(instructions.read_text().splitlines())
     for mode, folder in both_modes.items():
@@ -69,6 +70,7 @@ def test_outputs_per_mode(both_modes: dict[str, Path], instructions: Path) -> No
     assert max(r["ground_truth_tokens"] for r in _rows(both_modes["faithful"])) > STRIDE
 
 
+@pytest.mark.slow  # two evaluation runs (both_modes)
 def test_faithful_and_conditioned_differ(both_modes: dict[str, Path]) -> None:
     faithful = [r["perplexity"] for r in _rows(both_modes["faithful"])]
     conditioned = [r["perplexity"] for r in _rows(both_modes["conditioned"])]
@@ -87,6 +89,7 @@ def _token_nlls(model: Any, ids: list[int]) -> list[float]:
     return [-logprobs[t - 1, ids[t]].item() for t in range(1, len(ids))]
 
 
+@pytest.mark.slow  # two evaluation runs (both_modes)
 def test_hand_computed_perplexity_of_one_example(
     tiny, both_modes: dict[str, Path], instructions: Path
 ) -> None:
