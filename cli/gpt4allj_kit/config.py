@@ -302,10 +302,6 @@ def load_train_config(
     return validate(TrainConfig, data, source)
 
 
-# What --profile means when it is not given: the published recipe.
-DEFAULT_PROFILE = "full"
-
-
 def train_config_changes(path: str | Path, config: TrainConfig) -> dict[str, Any]:
     """The keys whose value in `config` differs from what the file at `path` says (or defaults to)."""
     written = load_yaml(_resolve(path))

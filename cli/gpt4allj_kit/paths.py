@@ -46,6 +46,10 @@ def default_deepspeed_config() -> Path:
     return configs_dir() / "deepspeed" / "ds_config_gptj.json"
 
 
+# What --profile means when it is not given: the published recipe.
+DEFAULT_PROFILE = "full"
+
+
 def profile_path(name: str) -> Path:
     return configs_dir() / "profiles" / f"{name}.yaml"
 

@@ -7,13 +7,13 @@ from typing import Annotated
 
 import typer
 
+from gpt4allj_kit import paths
 from gpt4allj_kit.commands.options import JsonOption, ProfileOption, SetOption, console
-from gpt4allj_kit.config import DEFAULT_PROFILE
 
 
 def config_cmd(
     config: Annotated[Path | None, typer.Option("--config", help="Training config YAML.")] = None,
-    profile: ProfileOption = DEFAULT_PROFILE,
+    profile: ProfileOption = paths.DEFAULT_PROFILE,
     set_: SetOption = None,
     json_out: JsonOption = False,
 ) -> None:

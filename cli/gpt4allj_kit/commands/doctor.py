@@ -6,13 +6,13 @@ from typing import Any
 
 import typer
 
+from gpt4allj_kit import paths
 from gpt4allj_kit.commands.options import JsonOption, ProfileOption, console
-from gpt4allj_kit.config import DEFAULT_PROFILE
 from gpt4allj_kit.errors import ExitCode
 
 
 def doctor_cmd(
-    profile: ProfileOption = DEFAULT_PROFILE,
+    profile: ProfileOption = paths.DEFAULT_PROFILE,
     json_out: JsonOption = False,
 ) -> None:
     """Check this machine: software, GPUs, DeepSpeed ops, disk, hub, lock drift, and a verdict per profile.

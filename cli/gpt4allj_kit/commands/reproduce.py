@@ -19,14 +19,13 @@ from gpt4allj_kit.commands.options import (
     console,
     err_console,
 )
-from gpt4allj_kit.config import DEFAULT_PROFILE
 from gpt4allj_kit.errors import ExitCode
 from gpt4allj_kit.recipe import DEFAULT_REVISION
 
 
 def reproduce_cmd(
     revision: RevisionOption = None,
-    profile: ProfileOption = DEFAULT_PROFILE,
+    profile: ProfileOption = paths.DEFAULT_PROFILE,
     skip_train: Annotated[
         bool, typer.Option("--skip-train", help="Evaluate the published checkpoint of the revision only.")
     ] = False,

@@ -7,15 +7,15 @@ from typing import Annotated, Any
 
 import typer
 
+from gpt4allj_kit import paths
 from gpt4allj_kit.commands.options import ProfileOption, RevisionOption, SetOption, console, err_console
-from gpt4allj_kit.config import DEFAULT_PROFILE
 from gpt4allj_kit.recipe import REFERENCE_GLOBAL_BATCH
 
 
 def train_cmd(
     revision: RevisionOption = None,
     config: Annotated[Path | None, typer.Option("--config", help="Training config YAML.")] = None,
-    profile: ProfileOption = DEFAULT_PROFILE,
+    profile: ProfileOption = paths.DEFAULT_PROFILE,
     num_processes: Annotated[
         int | None, typer.Option("--num-processes", help="Processes (GPUs); default: detected GPUs.")
     ] = None,
