@@ -195,5 +195,5 @@ def _fetch_hub(request: FetchRequest, lock: AssetLock, progress: ProgressCallbac
             verify=request.verify,
             progress=progress,
         )
-        fetched.append(Fetched(req.what, snap, entry.sha if entry else None))
+        fetched.append(_with_previous(req.what, snap, lock))
     return fetched
