@@ -107,13 +107,21 @@ def apply_launcher_dynamo_backend() -> str | None:
 # --- building blocks ----------------------------------------------------------------------------------
 
 
+def has_process_group() -> bool:
+    """Whether accelerate will create a torch.distributed process group: several processes, or DeepSpeed
+    (which makes one even for a single process). A lone process has none, and a process-group setting
+    makes accelerate fail on it ("Default process group has not been initialized")."""
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    return world > 1 or os.environ.get("ACCELERATE_USE_DEEPSPEED") == "true"
+
+
 def make_accelerator(config: TrainConfig) -> Any:
     import torch
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, InitProcessGroupKwargs, ProjectConfiguration
 
     handlers = []
-    if not torch.cuda.is_available():
+    if not torch.cuda.is_available() and has_process_group():
         # DeepSpeed on CPU otherwise initialises a backend that fails its batch-size check; gloo works.
         handlers.append(InitProcessGroupKwargs(backend="gloo"))
     trackers = [name for name, on in (("wandb", config.wandb), ("tensorboard", config.tensorboard)) if on]
