@@ -8,9 +8,10 @@ JSON's betas/eps and a `LambdaLR` that reproduces DeepSpeed's linear `WarmupLR` 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch is imported where optimizers are built: the CLI plans a launch without it
+    import torch
 
 GRADIENT_CLIPPING = 1.0
 ADAM_BETAS = (0.9, 0.999)
@@ -88,6 +89,8 @@ def build_optimizer(
         from accelerate.utils import DummyOptim
 
         return DummyOptim(parameters, lr=lr, weight_decay=weight_decay)
+    import torch
+
     betas, eps = adam_settings(ds_config)
     return torch.optim.AdamW(parameters, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
@@ -106,6 +109,8 @@ def build_scheduler(
 
         # As upstream: WarmupLR ignores total_num_steps; warmup_num_steps fills the JSON's "auto".
         return DummyScheduler(optimizer, total_num_steps=warmup_steps, warmup_num_steps=warmup_steps)
+
+    import torch
 
     def factor(steps: int) -> float:
         return warmup_constant_lr(steps, lr=lr, min_lr=min_lr, warmup_steps=warmup_steps) / lr
