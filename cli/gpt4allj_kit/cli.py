@@ -111,12 +111,14 @@ def _deepspeed_logs_to_stderr() -> None:
 
 
 def _interrupt_on_sigterm() -> None:
-    """`docker stop` and schedulers send SIGTERM: treat it as Ctrl-C so launched training is stopped too."""
+    """`docker stop` and schedulers send SIGTERM, a closed terminal SIGHUP: treat them as Ctrl-C, so that a
+    launched training is stopped gracefully too (see train/lifecycle.py)."""
 
     def interrupt(_signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGHUP, interrupt)
 
 
 def main() -> None:

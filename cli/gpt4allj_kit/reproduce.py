@@ -160,7 +160,7 @@ def _train_complete(train_dir: Path) -> bool:
 
 
 def stage_train(run: Run) -> Outcome:
-    from gpt4allj_kit.train import checkpoint
+    from gpt4allj_kit.train import checkpoint, lifecycle
     from gpt4allj_kit.train import launch as train_launch
 
     train_dir = run.run_dir / paths.TRAIN_DIR
@@ -178,21 +178,23 @@ def stage_train(run: Run) -> Outcome:
             overrides={"output_dir": str(train_dir), "asset_lock": str(run.lock)},
         )
     )
-    log = train_dir / "launch.log"
     run.facts["train_command"] = plan.shell()
     total = plan.hyper.total_steps
-    # Refuses (exit 3) while a launch orphaned by a killed CLI still trains into train_dir.
-    with train_launch.start(plan, log_file=log) as training:
+    # Nothing to resume from: a training killed before its first saved state is moved aside, not reused.
+    # The training stops with this process, however it ends (see train/lifecycle.py).
+    with lifecycle.start(plan, force_new=resume is None) as training:
+        if training.moved_aside is not None:
+            run.facts["train_moved_aside"] = str(training.moved_aside)
         while (code := training.poll()) is None:
-            run.hooks.progress("train", train_launch.last_step(train_dir), total)
+            run.hooks.progress("train", lifecycle.last_step(train_dir), total)
             time.sleep(1.0)
     if code != 0:
         raise KitError(
-            f"training exited with code {code} (log: {log}); re-run the same command to resume",
+            f"training exited with code {code} (log: {training.log_file}); re-run the same command to resume",
             exit_code=ExitCode.ENVIRONMENT,
         )
     detail = f"resumed from {resume}" if resume else None
-    return Outcome(key=f"{train_launch.last_step(train_dir)} steps", path=train_dir, detail=detail)
+    return Outcome(key=f"{lifecycle.last_step(train_dir)} steps", path=train_dir, detail=detail)
 
 
 # --- eval ---------------------------------------------------------------------------------------------

@@ -28,26 +28,33 @@ CHECKPOINTS = ("epoch_1", "epoch_2", "final")
 
 @dataclass(frozen=True)
 class SmokeRun:
-    """One smoke reproduction as a user may live it: killed during training, then the same command again."""
+    """One smoke reproduction as a user may live it: its CLI killed during training, then the same command
+    again."""
 
     run_dir: Path
     final_before_kill: bool
+    training_left: list[psutil.Process]  # processes of the training still there a bounded time after
+    launch_after_kill: dict  # train/launch.json: how its supervisor recorded the end
     status_after_kill: subprocess.CompletedProcess[str]
     done: subprocess.CompletedProcess[str]  # the re-run, which resumes
     state_after_resume: dict
 
 
-def _kill_run(proc: subprocess.Popen[str], train_dir: Path) -> None:
-    """Everything of the run dies at once, as in a crash: the CLI and the training it launched."""
-    victims = [
-        p for p in psutil.process_iter(["cmdline"]) if str(train_dir) in " ".join(p.info["cmdline"] or [])
-    ]
+TRAINING_GONE_WITHIN_S = 60
+
+
+def _kill_cli(proc: subprocess.Popen[str], train_dir: Path) -> list[psutil.Process]:
+    """SIGKILLs the CLI only, as a crash or the OOM killer would; returns what is left of the training it
+    launched (its supervisor and every process under it) after TRAINING_GONE_WITHIN_S."""
+    supervisor = psutil.Process(int((train_dir / "train.pid").read_text()))
+    training = [supervisor, *supervisor.children(recursive=True)]
     os.kill(proc.pid, signal.SIGKILL)
-    for victim in victims:
+    proc.wait(timeout=60)
+    _gone, left = psutil.wait_procs(training, timeout=TRAINING_GONE_WITHIN_S)
+    for victim in left:  # never leave them running, even when the test fails
         with contextlib.suppress(psutil.NoSuchProcess):
             victim.kill()
-    proc.wait(timeout=60)
-    psutil.wait_procs(victims, timeout=60)
+    return left
 
 
 @pytest.fixture(scope="module")
@@ -67,13 +74,14 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory, kit_cli) -> SmokeRun:
         if time.monotonic() > deadline:
             pytest.fail("no checkpoint within 10 minutes")
         time.sleep(0.5)
-    _kill_run(proc, train_dir)
+    left = _kill_cli(proc, train_dir)
+    launch = json.loads((train_dir / "launch.json").read_text())
     final_before_kill = (train_dir / "final").exists()
     status = kit_cli("status", run_dir, "--json", env=OFFLINE)
     done = kit_cli(*argv[1:], env=OFFLINE, timeout=900)
     after = kit_cli("status", run_dir, "--json", env=OFFLINE)
     state = json.loads(after.stdout) if after.returncode == 0 else {}
-    return SmokeRun(run_dir, final_before_kill, status, done, state)
+    return SmokeRun(run_dir, final_before_kill, left, launch, status, done, state)
 
 
 @pytest.mark.slow
@@ -154,6 +162,15 @@ def test_rerun_skips_completed_stages(smoke_run: SmokeRun, kit_cli) -> None:
     assert state["stages"]["train"]["status"] == "skipped"
     assert state["stages"]["eval"]["status"] == "skipped"
     assert state["stages"]["report"]["status"] == "done"
+
+
+@pytest.mark.slow
+def test_a_killed_cli_takes_its_training_with_it(smoke_run: SmokeRun) -> None:
+    """SIGKILL of `reproduce` (nothing of it can run any more) still stops the training it launched."""
+    assert smoke_run.training_left == [], f"the training outlived its CLI by {TRAINING_GONE_WITHIN_S}s"
+    launch = smoke_run.launch_after_kill
+    assert launch["stopped_by"].startswith("the death of its CLI") and launch["ended"]
+    assert launch["last_step"] >= 100
 
 
 @pytest.mark.slow

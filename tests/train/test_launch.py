@@ -5,14 +5,13 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 from gpt4allj_kit import paths
-from gpt4allj_kit.config import LaunchConfig, load_profile, load_train_config
-from gpt4allj_kit.errors import ConfigError, EnvironmentNotReady
+from gpt4allj_kit.config import LaunchConfig, load_profile
+from gpt4allj_kit.errors import ConfigError
 from gpt4allj_kit.train import checkpoint, launch, optim
 from gpt4allj_kit.train.loop import launcher_dynamo_backend
 
@@ -179,7 +178,7 @@ def test_root_train_py_rejects_a_bad_config_with_one_line() -> None:
     assert "batch_size" in result.stderr and "Traceback" not in result.stderr
 
 
-# --- the written config, resuming through it, and the pid file of a launch -------------------------------
+# --- the written config, and resuming through it --------------------------------------------------------
 
 
 def _smoke_plan(output_dir: Path, *sets: str, resume: str | None = None) -> launch.LaunchPlan:
@@ -206,48 +205,3 @@ def test_checkpoint_key_resumes_like_resume_and_is_resolved_in_the_plan(tmp_path
     plan = _smoke_plan(out, f"checkpoint={out / 'step_2'}", resume="latest")
     assert plan.config.checkpoint == str(newest) and plan.changes["checkpoint"] == str(newest)
     assert plan.argv[-3:] == ["train.py", "--config", str(out / launch.CONFIG_FILE)]
-
-
-def _sleeper(plan: launch.LaunchPlan, seconds: float) -> launch.LaunchPlan:
-    """The plan with its command replaced by a process that only sleeps (no training is started)."""
-    return replace(plan, argv=[sys.executable, "-c", f"import time; time.sleep({seconds})"], env={})
-
-
-def test_a_launch_is_tracked_by_its_pid_file_and_a_second_one_refused(tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    plan = _sleeper(_smoke_plan(out), 60)
-    pid_file = out / launch.PID_FILE
-    training = launch.start(plan)
-    try:
-        assert pid_file.read_text().strip() == str(training.proc.pid)
-        assert launch.live_training(out) == training.proc.pid
-        assert load_train_config(out / launch.CONFIG_FILE) == plan.config  # what train.py reads
-        with pytest.raises(EnvironmentNotReady, match=rf"still running \(pid {training.proc.pid}\)"):
-            launch.start(plan)
-    finally:
-        training.stop(grace_s=5)
-        training.close()
-    assert not pid_file.exists() and launch.live_training(out) is None
-
-
-def test_a_stale_pid_file_is_ignored_and_the_result_is_typed(tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    out.mkdir()
-    (out / launch.PID_FILE).write_text(f"{dead.pid}\n")
-    assert launch.live_training(out) is None
-    plan = replace(_smoke_plan(out), argv=[sys.executable, "-c", "raise SystemExit(3)"], env={})
-    result = launch.run(plan)
-    assert result == launch.TrainResult(
-        output_dir=out, config_file=out / launch.CONFIG_FILE, returncode=3, last_step=None
-    )
-    assert not (out / launch.PID_FILE).exists()
-
-
-def test_an_interrupted_launch_stops_its_group_and_forgets_it(tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    with pytest.raises(KeyboardInterrupt), launch.start(_sleeper(_smoke_plan(out), 60)) as training:
-        raise KeyboardInterrupt
-    assert training.poll() is not None
-    assert not (out / launch.PID_FILE).exists() and launch.live_training(out) is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -9,6 +11,7 @@ import typer
 
 from gpt4allj_kit import paths
 from gpt4allj_kit.commands.options import ProfileOption, RevisionOption, SetOption, console, err_console
+from gpt4allj_kit.errors import ExitCode
 from gpt4allj_kit.recipe import REFERENCE_GLOBAL_BATCH
 
 
@@ -61,8 +64,24 @@ def train_cmd(
         str | None, typer.Option("--main-process-ip", help="Address of machine rank 0.")
     ] = None,
     submit: Annotated[bool, typer.Option("--submit", help="Submit the written sbatch script.")] = False,
+    detach: Annotated[
+        bool,
+        typer.Option(
+            "--detach", help="Run in the background (output: OUTPUT_DIR/launch.log); re-run to follow it."
+        ),
+    ] = False,
+    force_new: Annotated[
+        bool,
+        typer.Option(
+            "--force-new", help="Start afresh over an earlier training: it is moved to OUTPUT_DIR.previous-N."
+        ),
+    ] = False,
 ) -> None:
-    """Build the documented `accelerate launch ... train.py` command, check this machine, and run it."""
+    """Build the documented `accelerate launch ... train.py` command, check this machine, and run it.
+
+    The training stops when this command ends (Ctrl-C, a closed terminal, kill), resumable with
+    --resume latest; --detach runs it in the background instead.
+    """
     from rich.table import Table
 
     from gpt4allj_kit.errors import ConfigError
@@ -70,6 +89,8 @@ def train_cmd(
 
     if launcher not in ("local", "slurm", "accelerate"):
         raise ConfigError(f"--launcher {launcher!r}: expected local, slurm or accelerate")
+    if launcher != "local" and (detach or force_new):
+        raise ConfigError(f"--detach and --force-new run a training here: not with --launcher {launcher}")
     if padding is not None and padding not in ("faithful", "dynamic"):
         raise ConfigError(f"--padding {padding!r}: expected faithful or dynamic")
     request = train_launch.TrainRequest(
@@ -89,6 +110,14 @@ def train_cmd(
             plan, launcher, nodes, partition, container_image, hostfile, main_process_ip, submit
         )
         return
+    attach = False
+    if not dry_run:
+        from gpt4allj_kit.train import lifecycle
+
+        live = lifecycle.live_launch(plan.output_dir)
+        attach = live is not None and live.detached
+        if not attach:
+            lifecycle.check_output_dir(plan, force_new=force_new)  # refused before anything is printed
     for note in plan.notes:
         err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
     console.print(plan.shell(), highlight=False, soft_wrap=True, markup=False)
@@ -107,12 +136,113 @@ def train_cmd(
             table.add_row(key, value)
         console.print(table)
         return
-    readiness = train_launch.preflight(plan, force=force)
-    for reason in readiness.reasons:
-        err_console.print(f"[yellow]preflight (forced):[/] {reason}", highlight=False, soft_wrap=True)
-    result = train_launch.run(plan)
+    if not attach:  # a training running in the background already passed its preflight
+        readiness = train_launch.preflight(plan, force=force)
+        for reason in readiness.reasons:
+            err_console.print(f"[yellow]preflight (forced):[/] {reason}", highlight=False, soft_wrap=True)
+    _run_here(plan, detach=detach, force_new=force_new)
+
+
+def _run_here(plan: Any, *, detach: bool, force_new: bool) -> None:
+    """Starts the launch (or attaches to the detached one running into its output dir) and follows it."""
+    from rich.markup import escape
+
+    from gpt4allj_kit.train import lifecycle
+
+    training = lifecycle.start(plan, detach=detach, force_new=force_new)
+    if training.moved_aside is not None:
+        err_console.print(
+            f"[yellow]note:[/] the earlier training was moved to {escape(str(training.moved_aside))}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if training.attached:
+        err_console.print(
+            f"attached to the training running in the background into {plan.output_dir} (pid "
+            f"{training.pid}); Ctrl-C stops following it, not the training",
+            highlight=False,
+            soft_wrap=True,
+            markup=False,
+        )
+    elif training.detached:
+        console.print(
+            f"training in the background (pid {training.pid}), output in {training.log_file}: re-run this "
+            f"command to follow it; `kill {training.pid}` stops it (resumable)",
+            highlight=False,
+            soft_wrap=True,
+            markup=False,
+        )
+        return
+    progress = _StepLines(plan.hyper.total_steps) if training.attached else None
+    result = lifecycle.follow(training, _write_output, progress)
+    _render(result, attached=training.attached)
+
+
+def _write_output(chunk: bytes) -> None:
+    sys.stdout.buffer.write(chunk)
+    sys.stdout.buffer.flush()
+
+
+class _StepLines:
+    """Progress of a followed background training, from its metrics: a line at most every 10 s."""
+
+    def __init__(self, total: int | None) -> None:
+        self.total = total
+        self.shown_at: float | None = None
+
+    def __call__(self, step: int | None) -> None:
+        if step is None or (self.shown_at is not None and time.monotonic() - self.shown_at < 10):
+            return
+        self.shown_at = time.monotonic()
+        of = f" of {self.total}" if self.total else ""
+        err_console.print(f"step {step}{of}", highlight=False)
+
+
+def resume_command(argv: list[str], *, fresh: bool = False) -> str:
+    """The command line that continues this one (`--resume latest`), or restarts it (`--force-new`)."""
+    import shlex
+
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--resume":
+            skip = True
+        elif not (arg.startswith("--resume=") or arg in ("--force-new", "--detach")):
+            kept.append(arg)
+    return shlex.join(["gpt4allj-kit", *kept, *(["--force-new"] if fresh else ["--resume", "latest"])])
+
+
+def _render(result: Any, *, attached: bool) -> None:
+    """The one line that ends a followed training, and its exit code."""
+    from rich.markup import escape
+
+    at = f"at step {result.last_step}" if result.last_step is not None else "before its first step"
+    if result.interrupted and attached:
+        err_console.print(
+            f"stopped following {at}; the training goes on in the background (pid {result.pid}): re-run "
+            f"this command to follow it, `kill {result.pid}` to stop it",
+            highlight=False,
+            soft_wrap=True,
+            markup=False,
+        )
+        raise typer.Exit(int(ExitCode.INTERRUPTED))
+    if result.interrupted:
+        saved = result.saved
+        then = (
+            f"resume with: {resume_command(sys.argv[1:])}"
+            if saved
+            else f"nothing saved yet; start again with: {resume_command(sys.argv[1:], fresh=True)}"
+        )
+        err_console.print(f"interrupted {at}; {then}", highlight=False, soft_wrap=True, markup=False)
+        raise typer.Exit(int(ExitCode.INTERRUPTED))
     if code := result.returncode:
-        err_console.print(f"[bold red]error:[/] training exited with code {code}", highlight=False)
+        err_console.print(
+            f"[bold red]error:[/] training exited with code {code} (log: {escape(str(result.log_file))})",
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(code)
     console.print(f"training done: {result.output_dir} (last step {result.last_step})")
 

@@ -3,24 +3,18 @@
 `plan()` turns CLI options (profile, config, --set, GPU count, --keep-global-batch, --resume, ...) into a
 `LaunchPlan`: the resolved training config, the argv and environment to run from the repository root, and
 the effective hyperparameters that `--dry-run` prints; it writes nothing. `preflight()` asks the doctor
-whether this machine can run the plan. `start()` writes the resolved config to
-`<output_dir>/train_config.yaml` (what `train.py --config` reads) and starts the launch in its own process
-group, recorded in `<output_dir>/train.pid` until it ends; `run()` starts it, streams it and returns a
-`TrainResult`.
+whether this machine can run the plan. `write_config()` writes the resolved config to
+`<output_dir>/train_config.yaml` (what `train.py --config` reads); `lifecycle` starts, follows and stops
+the launch.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
 import shlex
-import signal
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from gpt4allj_kit import paths
@@ -45,9 +39,8 @@ if TYPE_CHECKING:
     from gpt4allj_kit.doctor import Readiness
 
 TRAIN_SCRIPT = "train.py"
-# What a launch leaves in its output dir: the config train.py reads, and the process group while it runs.
+# What a launch leaves in its output dir: the config train.py reads (lifecycle.py names the rest).
 CONFIG_FILE = "train_config.yaml"
-PID_FILE = "train.pid"
 
 
 def accelerate_command(
@@ -414,17 +407,7 @@ def preflight(plan_: LaunchPlan, *, force: bool = False) -> Readiness:
     return doctor.preflight(planned_profile(plan_), force=force)
 
 
-# --- running ------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """What a finished (or failed) launch left: its config, exit code and the last step it logged."""
-
-    output_dir: Path
-    config_file: Path
-    returncode: int
-    last_step: int | None
+# --- what a launch writes and runs (lifecycle.py starts, follows and stops it) ----------------------
 
 
 def write_config(plan_: LaunchPlan) -> Path:
@@ -435,26 +418,6 @@ def write_config(plan_: LaunchPlan) -> Path:
     )
     atomic_write_text(plan_.config_file, train_config_yaml(plan_.config, header))
     return plan_.config_file
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process holds the id: alive
-        return True
-    return True
-
-
-def live_training(output_dir: Path) -> int | None:
-    """The process group of a launch still training into `output_dir`; None when none is (a pid file
-    whose group is gone is stale, left by a launcher that could not clean up)."""
-    try:
-        pgid = int((output_dir / PID_FILE).read_text(encoding="utf-8").strip())
-    except (FileNotFoundError, ValueError):
-        return None
-    return pgid if _group_alive(pgid) else None
 
 
 def executable_argv(argv: list[str]) -> list[str]:
@@ -471,103 +434,3 @@ def executable_argv(argv: list[str]) -> list[str]:
             )
         return [found, *argv[1:]]
     return argv
-
-
-class Training:
-    """A started launch: its own process group, recorded in `<output_dir>/train.pid` while it runs.
-
-    As a context manager it stops the group when the block fails (Ctrl-C included) and removes the pid file
-    once no process of the group is left.
-    """
-
-    def __init__(self, proc: subprocess.Popen[bytes], pid_file: Path) -> None:
-        self.proc = proc
-        self.pid_file = pid_file
-
-    def poll(self) -> int | None:
-        return self.proc.poll()
-
-    def wait(self) -> int:
-        return self.proc.wait()
-
-    def stop(self, *, grace_s: float = 30.0) -> int:
-        """SIGINT to the group (the launcher forwards it to its workers), SIGKILL after `grace_s`."""
-        if self.proc.poll() is not None:
-            return self.proc.returncode
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGINT)
-        try:
-            return self.proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            return self.proc.wait()
-
-    def close(self) -> None:
-        if self.proc.poll() is not None and not _group_alive(self.proc.pid):
-            self.pid_file.unlink(missing_ok=True)
-
-    def __enter__(self) -> Training:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if exc_type is not None:
-            self.stop()
-        self.close()
-
-
-def start(plan_: LaunchPlan, *, log_file: Path | None = None) -> Training:
-    """Writes the plan's config and starts its command from the repository root in a new process group.
-
-    Refuses (exit 3) while another launch still trains into the same output dir. Output goes to `log_file`
-    (appended) when given, else to this process's stdout/stderr (streamed).
-    """
-    output_dir = plan_.output_dir
-    if (pgid := live_training(output_dir)) is not None:
-        raise EnvironmentNotReady(
-            f"a training into {output_dir} is still running (pid {pgid}): wait for it or stop it, then re-run"
-        )
-    write_config(plan_)
-    env = {**os.environ, **plan_.env}
-    argv = executable_argv(plan_.argv)
-    with contextlib.ExitStack() as stack:
-        output: dict[str, Any] = {}
-        if log_file is not None:
-            log_file.parent.mkdir(parents=True, exist_ok=True)
-            output = {"stdout": stack.enter_context(log_file.open("ab")), "stderr": subprocess.STDOUT}
-        proc = subprocess.Popen(argv, cwd=paths.project_root(), env=env, start_new_session=True, **output)
-    training = Training(proc, output_dir / PID_FILE)
-    try:
-        atomic_write_text(training.pid_file, f"{proc.pid}\n")
-    except BaseException:
-        training.stop(grace_s=5.0)
-        raise
-    return training
-
-
-def last_step(output_dir: Path) -> int | None:
-    """The last optimizer step a run logged to its metrics (None before the first)."""
-    try:
-        lines = (output_dir / paths.METRICS).read_bytes().splitlines()
-    except FileNotFoundError:
-        return None
-    for line in reversed(lines):
-        try:
-            return int(json.loads(line)["step"])
-        except (ValueError, KeyError, TypeError):
-            continue
-    return None
-
-
-def run(plan_: LaunchPlan) -> TrainResult:
-    """Runs the planned command with its output streamed (Ctrl-C stops the whole launch)."""
-    with start(plan_) as training:
-        code = training.wait()
-    return TrainResult(
-        output_dir=plan_.output_dir,
-        config_file=plan_.config_file,
-        returncode=code,
-        last_step=last_step(plan_.output_dir),
-    )

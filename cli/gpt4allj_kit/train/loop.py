@@ -28,6 +28,8 @@ from gpt4allj_kit.train.checkpoint import TrainerState
 
 # Fault injection for the resume tests: every process SIGKILLs itself right after this optimizer step.
 KILL_AFTER_STEP_ENV = "GPT4ALLJ_KIT_KILL_AFTER_STEP"
+# What stops a training: the kit's supervisor sends SIGTERM, torch elastic's agent forwards what it gets.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -46,8 +48,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+class Stopped(BaseException):
+    """A stop signal arrived: the process leaves at once, quietly (a BaseException, so that no library's
+    `except Exception` holds it up). The saved `step_N/` states stay whole: each is renamed into place only
+    when complete."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def stop_quietly_on_signals() -> None:
+    """SIGTERM, SIGINT and SIGHUP end this process with one line instead of a traceback per process."""
+
+    def stop(signum: int, _frame: object) -> None:
+        # torch elastic's agent forwards the signal it got too: a second one must not interrupt the exit.
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        raise Stopped(signum)
+
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, stop)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry of root `train.py`: expected failures print one line and exit with their code."""
+    stop_quietly_on_signals()
     args = parse_args(argv)
     try:
         config = load_train_config(args.config, args.set)
@@ -57,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     except KitError as exc:
         print(f"error: {exc.message}", file=sys.stderr, flush=True)
         return int(exc.exit_code)
+    except Stopped as exc:
+        name = signal.Signals(exc.signum).name
+        rank = os.environ.get("RANK", "0")
+        print(f"train.py (rank {rank}): stopped by {name}; resume with --resume latest", file=sys.stderr)
+        return 128 + exc.signum
     return 0
 
 
