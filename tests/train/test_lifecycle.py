@@ -140,6 +140,19 @@ def test_an_interrupted_follow_stops_an_owned_training(tmp_path: Path) -> None:
     assert not (out / supervisor.PID_FILE).exists()
 
 
+def test_a_follower_that_fails_otherwise_stops_an_owned_training_too(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    training = lifecycle.start(_stand_in(_plan(out)), grace_s=2)
+    tree = _running_tree(out)
+
+    def closed_terminal(_chunk: bytes) -> None:
+        raise OSError(5, "Input/output error")
+
+    with pytest.raises(OSError, match="Input/output error"):
+        lifecycle.follow(training, closed_terminal)
+    assert _all_gone(tree, timeout=10)
+
+
 def test_a_second_launch_into_a_running_dir_is_refused_and_a_stale_pid_file_ignored(tmp_path: Path) -> None:
     out = tmp_path / "out"
     plan = _stand_in(_plan(out))
@@ -161,7 +174,7 @@ def test_a_second_launch_into_a_running_dir_is_refused_and_a_stale_pid_file_igno
 
 def test_a_detached_training_records_its_exit_code_and_a_rerun_attaches(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    plan = _stand_in(_plan(out), exit_after=3)
+    plan = _stand_in(_plan(out), exit_after=1)
     detached = lifecycle.start(plan, detach=True, grace_s=2)
     assert detached.detached and not detached.attached
     _wait_for(lambda: (r := supervisor.read_record(out)) is not None and r.supervisor_pid == detached.pid)

@@ -404,13 +404,18 @@ def follow(
 ) -> TrainResult:
     """Follows `training` to its end. Interrupted here (Ctrl-C, or SIGTERM/SIGHUP turned into it), an
     owned training is stopped first, with nothing more passed to `on_output`: its processes' last words
-    stay in the log; a detached one goes on running."""
+    stay in the log; a detached one goes on running. Any other failure here (a closed terminal's write
+    error) stops an owned training too, then propagates."""
     interrupted = False
     try:
         code: int | None = training.follow(on_output, on_step)
     except KeyboardInterrupt:
         interrupted = True
         code = training.stop() if training.owned else None
+    except BaseException:
+        if training.owned:
+            training.stop()
+        raise
     training.close()
     return TrainResult(
         output_dir=training.output_dir,
