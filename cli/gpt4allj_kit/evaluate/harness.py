@@ -475,6 +475,16 @@ def evaluate_model(
     return EvalOutcome(label=source.label, out_dir=target, summary=summary)
 
 
+def _check_hub_endpoint() -> None:
+    """lm-eval reads task datasets from the hub through `datasets`, outside the kit's fetch: the endpoint's
+    rule (no token in clear over plain http) is checked before it starts, as the fetch does."""
+    from gpt4allj_kit.fetch.cache import offline_mode
+    from gpt4allj_kit.fetch.endpoint import check_endpoint
+
+    if not offline_mode():
+        check_endpoint()
+
+
 def evaluate(
     sources: list[ModelSource],
     options: EvalOptions,
@@ -490,6 +500,7 @@ def evaluate(
         raise ConfigError(f"two models would share one output folder: labels {labels}")
     if options.include_path is not None and not options.include_path.is_dir():
         raise ConfigError(f"--fixtures {options.include_path}: no such folder")
+    _check_hub_endpoint()
     say("indexing lm-eval tasks")
     with tempfile.TemporaryDirectory(prefix="gpt4allj-kit-tasks-") as pin_dir:
         with lm_eval_logging_to(output / "lm-eval-tasks.log"):
