@@ -28,6 +28,7 @@ from gpt4allj_kit import __version__, paths
 from gpt4allj_kit.config import LaunchConfig
 from gpt4allj_kit.errors import ConfigError, EnvironmentNotReady
 from gpt4allj_kit.files import atomic_write_text, disk_errors, read_text
+from gpt4allj_kit.redaction import refuse_secrets
 
 if TYPE_CHECKING:
     from gpt4allj_kit.train.launch import LaunchPlan
@@ -316,6 +317,7 @@ def sbatch_path(request: ClusterRequest) -> Path:
 
 
 def _write_script(path: Path, text: str) -> Path:
+    refuse_secrets(text, str(path))  # a script runs as written: never masked, never holding a secret
     with disk_errors(path.parent):
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, text)

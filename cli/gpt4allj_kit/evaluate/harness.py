@@ -28,6 +28,7 @@ from gpt4allj_kit.evaluate.fixtures import read_fixtures_info, wrapper_task_yaml
 from gpt4allj_kit.files import atomic_dir, atomic_write_json, atomic_write_text, sha256_file
 from gpt4allj_kit.manifest import now_iso, write_manifest
 from gpt4allj_kit.recipe import EVAL_TASKS
+from gpt4allj_kit.redaction import RedactedLog, RedactedStream, redact_data
 
 SUITE_ALIASES: dict[str, tuple[str, ...]] = {"common-sense": EVAL_TASKS}
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -264,14 +265,14 @@ def lm_eval_logging_to(log_file: Path) -> Iterator[None]:
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("a", encoding="utf-8") as fh:
         handler = logging.StreamHandler(fh)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(name)s] %(message)s"))
+        handler.setFormatter(RedactedLog("%(asctime)s %(levelname)s [%(name)s] %(message)s"))
         for lg in loggers:
             lg.handlers = [handler]
             lg.propagate = False
             lg.setLevel(logging.INFO)
         try:
             # tqdm and warnings write to sys.stderr at call time; the CLI's own output stays on stdout.
-            with contextlib.redirect_stderr(fh), _child_stderr_to(fh):
+            with contextlib.redirect_stderr(RedactedStream(fh)), _child_stderr_to(fh):
                 yield
         finally:
             for lg, handlers, propagate, level in saved:
@@ -449,7 +450,7 @@ def evaluate_model(
         shutil.rmtree(tracker_dir)
         revisions = dataset_revisions(results, pins, options.include_path)
         summary = build_summary(source, results, revisions, options, device)
-        atomic_write_json(out / paths.SUMMARY, summary)
+        atomic_write_json(out / paths.SUMMARY, redact_data(summary))
         write_manifest(
             out / paths.MANIFEST,
             stage="eval",
