@@ -45,6 +45,7 @@ def test_each_kind_of_secret_is_masked(text: str, expected: str) -> None:
     "text",
     [
         "--set tokenizer_name=gpt2 --set max_tokens=5 --tokenizer fast",
+        "set GPT4ALLJ_KIT_ALLOW_HTTP_TOKEN=1 to send it; HF_HUB_DISABLE_IMPLICIT_TOKEN=true",
         "hf_transfer hf_home_directory HF_HOME=/data/hf",
         "key 'output_dir': required (got 'x') at 2026-01-01T00:00:00+00:00",
         "https://huggingface.co/nomic-ai/gpt4all-j http://127.0.0.1:8000/a",

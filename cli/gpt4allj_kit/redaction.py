@@ -44,6 +44,7 @@ _SECRET_PARTS = {
     "token", "secret", "password", "passwd", "credential", "credentials", "authorization",
     "apikey", "accesskey", "privatekey", "secretkey",
 }  # fmt: skip
+_SWITCH_VALUES = {"0", "1", "true", "false", "yes", "no", "on", "off", "none", "null"}
 _SECRET_PAIRS = {("api", "key"), ("access", "key"), ("private", "key"), ("secret", "key")}
 
 
@@ -76,8 +77,16 @@ def redact(text: str, secrets: Iterable[str] | None = None) -> str:
     text = _TOKEN_SHAPE.sub(MASK, text)
     text = _URL_PASSWORD.sub(rf"\1{MASK}\3", text)
     text = _BEARER.sub(rf"\1\2{MASK}", text)
-    text = _ASSIGNMENT.sub(lambda m: m[1] + m[2] + MASK if _is_secret_name(m[1]) else m[0], text)
-    return _OPTION.sub(lambda m: m[1] + m[2] + MASK if _is_secret_name(m[1]) else m[0], text)
+    text = _ASSIGNMENT.sub(_masked_if_named_secret, text)
+    return _OPTION.sub(_masked_if_named_secret, text)
+
+
+def _masked_if_named_secret(match: re.Match[str]) -> str:
+    name, between, value = match.groups()
+    # A switch (GPT4ALLJ_KIT_ALLOW_HTTP_TOKEN=1) names a token without being one.
+    if not _is_secret_name(name) or value.lower() in _SWITCH_VALUES:
+        return match[0]
+    return name + between + MASK
 
 
 def redact_data(value: Any, secrets: Iterable[str] | None = None) -> Any:
