@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from gpt4allj_kit import __version__, paths
 from gpt4allj_kit.config import load_train_config
-from gpt4allj_kit.manifest import redact, write_manifest
+from gpt4allj_kit.manifest import write_manifest
+from gpt4allj_kit.redaction import redact
 
 SECRET = "hf_secretvalue123"
 

@@ -19,6 +19,7 @@ from gpt4allj_kit import __version__
 from gpt4allj_kit.commands import assets, compare, config, doctor, evaluate, fetch, reproduce, train
 from gpt4allj_kit.commands.options import console, err_console
 from gpt4allj_kit.errors import ExitCode, KitError
+from gpt4allj_kit.redaction import redact
 
 DEBUG_ENV = "GPT4ALLJ_KIT_DEBUG"
 
@@ -68,7 +69,8 @@ def _usage_message(exc: BaseException) -> str | None:
 
 
 def _internal_message(exc: BaseException) -> str:
-    return f"[bold red]internal error:[/] {type(exc).__name__}: {exc} (set {DEBUG_ENV}=1 for the traceback)"
+    detail = redact(f"{type(exc).__name__}: {exc}")
+    return f"[bold red]internal error:[/] {detail} (set {DEBUG_ENV}=1 for the traceback)"
 
 
 # Every way a command can end, most specific first: (exception, exit code, the line to print or None).
@@ -76,7 +78,7 @@ def _internal_message(exc: BaseException) -> str:
 ERROR_EXITS: tuple[
     tuple[type[BaseException], Callable[[BaseException], int], Callable[..., str | None]], ...
 ] = (
-    (KitError, lambda e: int(e.exit_code), lambda e: f"[bold red]error:[/] {e.message}"),
+    (KitError, lambda e: int(e.exit_code), lambda e: f"[bold red]error:[/] {redact(e.message)}"),
     (typer.Exit, lambda e: e.exit_code, lambda _e: None),
     (typer.Abort, lambda _e: ExitCode.INTERRUPTED, lambda _e: "[bold red]aborted[/]"),
     (KeyboardInterrupt, lambda _e: ExitCode.INTERRUPTED, lambda _e: "[bold red]interrupted[/]"),

@@ -6,6 +6,11 @@ into its output dir beside the script; accelerate starts that node's processes. 
 the task's `$SLURM_NODEID` and the main node is the first of `scontrol show hostnames`, both resolved when
 the job runs, so one script serves any allocation. Tokens are never written: srun passes the submitting
 environment (HF_TOKEN, WANDB_API_KEY) through to every task.
+
+Every value written into a script is quoted for whoever reads it: shell words with the shell's rules
+(`shell_word`), `#SBATCH` values with sbatch's own (`sbatch_value`). A value no script line can carry (a
+line break, a NUL) or that sbatch cannot represent (a backslash) is a one-line ConfigError before anything is
+written.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from gpt4allj_kit import __version__, paths
 from gpt4allj_kit.config import LaunchConfig
 from gpt4allj_kit.errors import ConfigError, EnvironmentNotReady
 from gpt4allj_kit.files import atomic_write_text, disk_errors, read_text
+from gpt4allj_kit.redaction import refuse_secrets
 
 if TYPE_CHECKING:
     from gpt4allj_kit.train.launch import LaunchPlan
@@ -31,13 +37,27 @@ if TYPE_CHECKING:
 IMAGE_WORKDIR = "/opt/gpt4allj-kit"
 IMAGE_VENV_BIN = "/opt/venv/bin"
 
-NODE_RANK = "$SLURM_NODEID"
 MAIN_IP_VARIABLE = "MAIN_PROCESS_IP"
-# Shell variables a generated command may reference; everything else in it is quoted literally.
-_RUNTIME_VARIABLE = re.compile(r"\$(?:(SLURM_NODEID|MAIN_PROCESS_IP)\b|\{(SLURM_NODEID|MAIN_PROCESS_IP)\})")
+
+
+def runtime_value(variable: str) -> str:
+    """A placeholder, in a generated command's argv, for a shell variable expanded when the job runs.
+
+    Marked by NULs, which no value a user gives can hold (`one_line` refuses them): a path that contains the
+    text `$SLURM_NODEID` stays that text, and only the kit's own placeholders become live.
+    """
+    return f"\0{variable}\0"
+
+
+NODE_RANK = runtime_value("SLURM_NODEID")  # the task's node rank
+MAIN_IP = runtime_value(MAIN_IP_VARIABLE)  # the main node's address, set by the script
+_RUNTIME_VARIABLE = re.compile(r"\0(SLURM_NODEID|MAIN_PROCESS_IP)\0")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _PARTITION = re.compile(r"^[A-Za-z0-9._-]+(,[A-Za-z0-9._-]+)*$")
 _NO_SPACE = re.compile(r"^\S+$")
+_HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:%-]*$")  # a name, IPv4 or IPv6 address (zone included)
+# What an #SBATCH value may hold without quotes; anything else is double-quoted.
+_SBATCH_PLAIN = re.compile(r"^[A-Za-z0-9@%+=:,./_-]+$")
 
 
 @dataclass
@@ -62,8 +82,33 @@ class ClusterRequest:
     cpus_per_task: int | None = None
 
 
+def one_line(what: str, value: str) -> str:
+    """`value`, or a ConfigError when it holds a line break or NUL: no script line (a comment, an `#SBATCH`
+    directive) can carry one, and a line break there starts a new shell line."""
+    if "\n" in value or "\r" in value or "\0" in value:
+        raise ConfigError(
+            f"{what} {value!r}: contains a line break or NUL, which a launch script cannot hold"
+        )
+    return value
+
+
+def sbatch_value(what: str, value: str) -> str:
+    """`value` as an `#SBATCH --option=` value. sbatch (not the shell) reads these lines: it takes a value in
+    double quotes with `\\"` inside (no expansion at all; an unquoted `#` or space would end the value), and
+    has no way to write a backslash."""
+    one_line(what, value)
+    if "\\" in value:
+        raise ConfigError(f"{what} {value!r}: contains a backslash, which an #SBATCH line cannot hold")
+    return value if _SBATCH_PLAIN.match(value) else '"' + value.replace('"', '\\"') + '"'
+
+
 def _validated(request: ClusterRequest) -> ClusterRequest:
     """`request` unchanged, or a one-line ConfigError for the first option that cannot work."""
+    one_line("output_dir", str(request.output_dir))
+    if request.hostfile is not None:
+        one_line("--hostfile", str(request.hostfile))
+    if request.launcher == "slurm":
+        sbatch_value("output_dir", str(request.output_dir))
     if request.nodes < 1:
         raise ConfigError(f"--nodes {request.nodes}: need at least 1 node")
     if request.gpus_per_node < (0 if request.cpu else 1):
@@ -79,6 +124,12 @@ def _validated(request: ClusterRequest) -> ClusterRequest:
             raise ConfigError("--container-image needs --launcher slurm (it runs through pyxis/enroot)")
         if not _NO_SPACE.match(request.container_image):
             raise ConfigError(f"--container-image {request.container_image!r}: contains whitespace")
+        if re.search(r"[,:]", str(request.output_dir)):
+            # pyxis reads --container-mounts as SRC:DST[,SRC:DST]: the output dir is one of them.
+            raise ConfigError(
+                f"output_dir {str(request.output_dir)!r}: contains ',' or ':', which --container-mounts "
+                "cannot hold (use another output dir with --container-image)"
+            )
     if not _NO_SPACE.match(request.container_workdir):
         raise ConfigError(f"container workdir {request.container_workdir!r}: contains whitespace")
     for mount in request.container_mounts:
@@ -142,14 +193,14 @@ def _double_quoted(text: str) -> str:
 
 
 def shell_word(token: str) -> str:
-    """`token` quoted for bash; only `$SLURM_NODEID` and `$MAIN_PROCESS_IP` stay live, as run-time values."""
+    """`token` quoted for bash; only the `NODE_RANK` and `MAIN_IP` placeholders become live variables."""
     if not _RUNTIME_VARIABLE.search(token):
         return shlex.quote(token)
     parts: list[str] = []
     position = 0
     for match in _RUNTIME_VARIABLE.finditer(token):
         parts.append(_double_quoted(token[position : match.start()]))
-        parts.append("${" + (match.group(1) or match.group(2)) + "}")
+        parts.append("${" + match.group(1) + "}")
         position = match.end()
     parts.append(_double_quoted(token[position:]))
     return '"' + "".join(parts) + '"'
@@ -165,7 +216,7 @@ def environment_bin() -> Path:
 
 
 def _environment_path_line() -> str:
-    return f'export PATH={shlex.quote(str(environment_bin()))}:"$PATH"'
+    return f'export PATH={shlex.quote(one_line("the environment", str(environment_bin())))}:"$PATH"'
 
 
 def _container_mounts(request: ClusterRequest) -> list[str]:
@@ -201,10 +252,12 @@ def _sbatch_header(request: ClusterRequest, cpus_per_task: int | None, cpu: bool
         lines.append(f"#SBATCH --cpus-per-task={cpus_per_task}")
     if request.partition:
         lines.append(f"#SBATCH --partition={request.partition}")
-    lines.append(f"#SBATCH --output={output_dir}/slurm-%j.out")
+    # In --output a '%' starts a replacement symbol (%j: the job id); '%%' is a literal one.
+    log = str(output_dir).replace("%", "%%") + "/slurm-%j.out"
+    lines.append(f"#SBATCH --output={sbatch_value('output_dir', log)}")
     if request.container_image is None:
         # Outside a container the kit's checkout is the working directory: train.py and configs/ are there.
-        lines.append(f"#SBATCH --chdir={paths.project_root()}")
+        lines.append(f"#SBATCH --chdir={sbatch_value('the kit directory', str(paths.project_root()))}")
     return lines
 
 
@@ -213,8 +266,8 @@ def sbatch_script_for(
 ) -> str:
     """An sbatch script running `node_argv` once per node through srun.
 
-    `node_argv` may reference `$SLURM_NODEID` (the task's node rank) and `$MAIN_PROCESS_IP` (the first
-    node of the allocation, or the requested main process IP); both are expanded on each node.
+    `node_argv` may hold the placeholders `NODE_RANK` (the task's node rank) and `MAIN_IP` (the first node of
+    the allocation, or the requested main process IP); both are expanded on each node, nothing else is.
     """
     request = _validated(request)
     cpu = request.cpu or request.gpus_per_node == 0
@@ -255,9 +308,7 @@ def sbatch_script(request: ClusterRequest, launch: LaunchConfig, config_file: Pa
     if _is_cpu(request, launch):
         cpus = request.cpus_per_task or processes_per_node(request, launch)
         request = replace(request, cpu=True, cpus_per_task=cpus)
-    argv = node_command(
-        request, launch, config_file, machine_rank=NODE_RANK, main_process_ip=f"${MAIN_IP_VARIABLE}"
-    )
+    argv = node_command(request, launch, config_file, machine_rank=NODE_RANK, main_process_ip=MAIN_IP)
     return sbatch_script_for(request, argv, environment=launch_environment(request, launch))
 
 
@@ -266,6 +317,7 @@ def sbatch_path(request: ClusterRequest) -> Path:
 
 
 def _write_script(path: Path, text: str) -> Path:
+    refuse_secrets(text, str(path))  # a script runs as written: never masked, never holding a secret
     with disk_errors(path.parent):
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, text)
@@ -307,7 +359,15 @@ def submit(script: Path, *, wait: bool = False) -> str:
 def hostfile_hosts(path: Path) -> list[str]:
     """Host names or IPs, one per line (first is the main host); `#` comments and `slots=` are ignored."""
     text = read_text(path, f"--hostfile {path}")
-    hosts = [line.split("#", 1)[0].split()[0] for line in text.splitlines() if line.split("#", 1)[0].strip()]
+    numbered = [
+        (number, line.split("#", 1)[0].split()[0])
+        for number, line in enumerate(text.splitlines(), 1)
+        if line.split("#", 1)[0].strip()
+    ]
+    for number, host in numbered:
+        if not _HOST.match(host):
+            raise ConfigError(f"--hostfile {path} line {number}: {host!r} is not a host name or address")
+    hosts = [host for _, host in numbered]
     if not hosts:
         raise ConfigError(f"--hostfile {path}: lists no host")
     duplicates = sorted({h for h in hosts if hosts.count(h) > 1})
@@ -345,18 +405,22 @@ def hostfile_script(request: ClusterRequest, launch: LaunchConfig, config_file: 
     commands = hostfile_commands(request, launch, config_file)
     environment = launch_environment(request, launch)
     name = f"{request.job_name}.sh"
-    root = shlex.quote(str(paths.project_root()))
+    root = shlex.quote(one_line("the kit directory", str(paths.project_root())))
+    # The remote command of the example, double-quoted for the local shell: only $h stays live.
+    remote = '"' + _double_quoted(f"cd {root} && bash {shlex.quote(name)} ") + '$h"'
+    listed = shlex.quote(" ".join(hosts))
     lines = [
         "#!/usr/bin/env bash",
         f"# Generated by gpt4allj-kit {__version__}: {len(hosts)} hosts from {request.hostfile}, "
         f"main process on {request.main_process_ip or hosts[0]}.",
         "# Start it on every host (all at once), in the kit's directory, with that host's name, e.g.:",
-        f'#   for h in {" ".join(hosts)}; do ssh "$h" "cd {root} && bash {name} $h" & done; wait',
+        f'#   for h in {" ".join(hosts)}; do ssh "$h" {remote} & done; wait',
         "set -euo pipefail",
         f"cd {root}",
         _environment_path_line(),
         *(f"export {key}={shlex.quote(value)}" for key, value in environment.items()),
-        f'case "${{1:?usage: $0 HOST (one of: {" ".join(hosts)})}}" in',
+        f'[ "$#" -ge 1 ] || {{ printf \'usage: %s HOST (one of: %s)\\n\' "$0" {listed} >&2; exit 2; }}',
+        'case "$1" in',
     ]
     for host, argv in zip(hosts, commands, strict=True):
         lines.append(f"  {shlex.quote(host)}) exec {shell_command(argv)} ;;")
@@ -364,10 +428,13 @@ def hostfile_script(request: ClusterRequest, launch: LaunchConfig, config_file: 
     return "\n".join(lines) + "\n"
 
 
+def hostfile_script_path(request: ClusterRequest) -> Path:
+    return request.output_dir / f"{request.job_name}.sh"
+
+
 def write_hostfile_script(request: ClusterRequest, launch: LaunchConfig, config_file: Path) -> Path:
     """The per-host launch script written to `<output_dir>/<job_name>.sh`."""
-    path = request.output_dir / f"{request.job_name}.sh"
-    return _write_script(path, hostfile_script(request, launch, config_file))
+    return _write_script(hostfile_script_path(request), hostfile_script(request, launch, config_file))
 
 
 @dataclass(frozen=True)
@@ -383,9 +450,11 @@ def write_launch(request: ClusterRequest, plan: LaunchPlan) -> ClusterLaunch:
     """The planned run's resolved config and its sbatch (`slurm`) or per-host (`accelerate`) script."""
     from gpt4allj_kit.train.launch import write_config
 
-    request = _validated(request)  # a bad request (or hostfile) stops before anything is written
+    request = _validated(request)
     slurm = request.launcher == "slurm"
     commands = [] if slurm else hostfile_commands(request, plan.launch, plan.config_file)
+    # The script first: a request, hostfile or value it cannot hold stops before anything is written.
+    script = (sbatch_script if slurm else hostfile_script)(request, plan.launch, plan.config_file)
     config_file = write_config(plan)
-    write = write_sbatch if slurm else write_hostfile_script
-    return ClusterLaunch(config_file, write(request, plan.launch, config_file), commands)
+    path = _write_script(sbatch_path(request) if slurm else hostfile_script_path(request), script)
+    return ClusterLaunch(config_file, path, commands)

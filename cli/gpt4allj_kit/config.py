@@ -18,6 +18,7 @@ from gpt4allj_kit import paths
 from gpt4allj_kit.errors import ConfigError
 from gpt4allj_kit.files import read_text
 from gpt4allj_kit.recipe import DEFAULT_REVISION
+from gpt4allj_kit.redaction import refuse_secrets
 
 # Upstream ships "# CHANGE" (read by YAML as null); users often leave "CHANGE", "<path>" or "TODO".
 # The value upstream's config carries for `eval_steps`, a key its train.py never read.
@@ -299,7 +300,11 @@ def load_train_config(
             raise ConfigError(f"--set {unknown[0]}: unknown key{_did_you_mean(unknown[0], TrainConfig)}")
         data = merged(data, sets)
     source = str(file) + (" with --set overrides" if sets else "")
-    return validate(TrainConfig, data, source)
+    config = validate(TrainConfig, data, source)
+    # The config is written beside the run and read back by the training processes: masking a secret would
+    # change what runs, so a value holding one stops here (naming the key, never the value).
+    refuse_secrets(config, source)
+    return config
 
 
 def train_config_changes(path: str | Path, config: TrainConfig) -> dict[str, Any]:

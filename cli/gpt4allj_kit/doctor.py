@@ -26,6 +26,7 @@ from gpt4allj_kit import __version__, paths
 from gpt4allj_kit.config import Profile, load_profile, load_train_config
 from gpt4allj_kit.errors import ConfigError, EnvironmentNotReady
 from gpt4allj_kit.fetch.cache import hub_cache_dir
+from gpt4allj_kit.fetch.endpoint import token_source
 from gpt4allj_kit.files import sha256_file
 from gpt4allj_kit.manifest import hardware, now_iso, write_manifest
 from gpt4allj_kit.recipe import REFERENCE_GLOBAL_BATCH
@@ -217,23 +218,10 @@ def _disk(label: str, path: Path) -> Disk:
     )
 
 
-def _token_source() -> str | None:
-    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
-        if os.environ.get(name):
-            return f"environment variable {name}"
-    from huggingface_hub import constants
-
-    token_file = Path(constants.HF_TOKEN_PATH)
-    with contextlib.suppress(OSError):
-        if token_file.is_file() and token_file.read_text().strip():
-            return f"token file {token_file}"
-    return None
-
-
 def _hub() -> Hub:
     from huggingface_hub import constants
 
-    source = _token_source()
+    source = token_source()
     return Hub(
         endpoint=constants.ENDPOINT,
         offline=bool(constants.HF_HUB_OFFLINE),

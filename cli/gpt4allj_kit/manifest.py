@@ -1,8 +1,8 @@
 """Proof of what ran: every results-producing command writes a manifest through `write_manifest`.
 
 A manifest holds the kit's version and lock hash, the git commit, the resolved config, versions of the
-libraries that shape the numbers, the hardware and the timings. Secrets never enter it: only whether a
-token is set.
+libraries that shape the numbers, the hardware and the timings. Secrets never enter it (everything in it
+goes through `redaction.redact_data`): only whether a token is set.
 """
 
 from __future__ import annotations
@@ -17,12 +17,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
 from gpt4allj_kit import __version__, paths
 from gpt4allj_kit.files import atomic_write_json, sha256_file
+from gpt4allj_kit.redaction import SECRET_ENV, redact_data
 
-SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY")
 KEY_PACKAGES = (
     "torch", "transformers", "datasets", "accelerate", "deepspeed", "lm-eval", "huggingface-hub", "peft",
     "tokenizers", "safetensors", "numpy", "pydantic", "typer",
@@ -32,15 +30,6 @@ MANIFEST_VERSION = 1
 
 def now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
-def redact(text: str) -> str:
-    """`text` with the value of every secret environment variable replaced by '***'."""
-    for name in SECRET_ENV:
-        value = os.environ.get(name)
-        if value and len(value) >= 4:
-            text = text.replace(value, "***")
-    return text
 
 
 def secrets_status() -> dict[str, bool]:
@@ -128,21 +117,6 @@ def environment() -> dict[str, Any]:
     }
 
 
-def _plain(value: Any) -> Any:
-    """`value` as JSON-ready data with every secret value redacted (error texts and configs can hold one)."""
-    if isinstance(value, BaseModel):
-        return _plain(value.model_dump(mode="json"))
-    if isinstance(value, Path):
-        return redact(str(value))
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
 def write_manifest(
     path: Path,
     *,
@@ -155,15 +129,17 @@ def write_manifest(
 ) -> dict[str, Any]:
     """Writes `path` (JSON, atomically) and returns what it wrote. Extra `fields` are stage-specific."""
     argv = command if isinstance(command, str) else " ".join(command)
-    manifest = {
-        "manifest_version": MANIFEST_VERSION,
-        "stage": stage,
-        "command": redact(argv),
-        "started": started,
-        "ended": ended or now_iso(),
-        "environment": environment(),
-        "config": _plain(config),
-        **{k: _plain(v) for k, v in fields.items()},
-    }
+    manifest = redact_data(
+        {
+            "manifest_version": MANIFEST_VERSION,
+            "stage": stage,
+            "command": argv,
+            "started": started,
+            "ended": ended or now_iso(),
+            "environment": environment(),
+            "config": config,
+            **fields,
+        }
+    )
     atomic_write_json(path, manifest)
     return manifest

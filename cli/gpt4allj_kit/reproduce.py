@@ -22,6 +22,7 @@ from gpt4allj_kit.files import sha256_file
 from gpt4allj_kit.manifest import now_iso, write_manifest
 from gpt4allj_kit.published import PublishedTable, Row, load_published_table
 from gpt4allj_kit.recipe import BASE_REPO, MODEL_REPO, ROW_OF_REVISION
+from gpt4allj_kit.redaction import redact
 from gpt4allj_kit.runstate import STAGES, RunState, load_state, save_state, state_path
 
 NOT_COMPARABLE = "a tiny random model trained on synthetic data is not comparable with the published numbers"
@@ -384,7 +385,10 @@ def reproduce(request: ReproduceRequest, hooks: Hooks | None = None) -> RunState
             outcome = STAGE_FUNCTIONS[name](run)
         except BaseException as exc:
             record.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            record.detail = exc.message if isinstance(exc, KitError) else f"{type(exc).__name__}: {exc}"
+            # Shown on the terminal as well as recorded: redacted here, where it is made.
+            record.detail = redact(
+                exc.message if isinstance(exc, KitError) else f"{type(exc).__name__}: {exc}"
+            )
             _close(record, clock)
             save_state(run_dir, state)
             hooks.stage_ended(name, state)

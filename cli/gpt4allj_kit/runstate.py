@@ -1,7 +1,8 @@
 """The state of one reproduction run directory: which stage ran, when, with what result.
 
 `RUN_DIR/run.json` is rewritten atomically after every stage transition, so `gpt4allj-kit status RUN_DIR`
-shows the truth even while a run is in progress or after it was killed.
+shows the truth even while a run is in progress or after it was killed. Its command line and error details
+are redacted like every record the kit writes (`redaction`).
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from pydantic import BaseModel, Field, ValidationError
 
 from gpt4allj_kit import paths
 from gpt4allj_kit.errors import ConfigError
-from gpt4allj_kit.files import atomic_write_text
+from gpt4allj_kit.files import atomic_write_json
 from gpt4allj_kit.manifest import now_iso
+from gpt4allj_kit.redaction import redact_data
 
 STAGES = ("doctor", "fetch", "train", "eval", "compare", "report")
 StageStatus = Literal["pending", "running", "done", "skipped", "failed", "interrupted"]
@@ -95,4 +97,4 @@ def _mark_dead_runs(state: RunState) -> RunState:
 
 def save_state(run_dir: Path, state: RunState) -> None:
     state.updated = now_iso()
-    atomic_write_text(state_path(run_dir), state.model_dump_json(indent=2) + "\n")
+    atomic_write_json(state_path(run_dir), redact_data(state))

@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from gpt4allj_kit import cluster
@@ -103,7 +104,7 @@ def test_two_node_script_gives_each_node_its_rank_and_the_first_node_as_main(
     tmp_path: Path, fake_tools: dict[str, str]
 ) -> None:
     request = _request(tmp_path)
-    payload = [sys.executable, "-c", RECORD_RANK, "$SLURM_NODEID", "$MAIN_PROCESS_IP"]
+    payload = [sys.executable, "-c", RECORD_RANK, cluster.NODE_RANK, cluster.MAIN_IP]
     script = cluster.sbatch_script_for(request, payload, environment={"ACCELERATE_USE_CPU": "1"})
     header = [line for line in script.splitlines() if line.startswith("#SBATCH")]
     assert header == [
@@ -131,21 +132,23 @@ def test_explicit_main_process_ip_wins_over_the_allocation(
     tmp_path: Path, fake_tools: dict[str, str]
 ) -> None:
     request = _request(tmp_path, main_process_ip="10.1.2.3")
-    payload = [sys.executable, "-c", RECORD_RANK, "$SLURM_NODEID", "${MAIN_PROCESS_IP}"]
+    payload = [sys.executable, "-c", RECORD_RANK, cluster.NODE_RANK, cluster.MAIN_IP]
     result = _run(cluster.sbatch_script_for(request, payload), tmp_path, {**fake_tools, "FAKE_NODES": "2"})
     assert result.returncode == 0, result.stderr
     node = json.loads((Path(fake_tools["FAKE_LOG"]) / "node-1.json").read_text())
     assert node == {"rank": "1", "main": "10.1.2.3", "cpu": None}
 
 
-def test_arguments_are_quoted_literally_except_the_two_runtime_variables(
+def test_arguments_are_quoted_literally_except_the_two_runtime_placeholders(
     tmp_path: Path, fake_tools: dict[str, str]
 ) -> None:
-    tricky = ["it's", '"quoted"', "$HOME", "`date`", "a b", "--x=$SLURM_NODEID/$NOT_EXPANDED"]
-    payload = [sys.executable, "-c", "import json, sys; print(json.dumps(sys.argv[1:]))", *tricky]
+    tricky = ["it's", '"quoted"', "$HOME", "`date`", "a b", "$SLURM_NODEID", "${MAIN_PROCESS_IP}"]
+    live = [f"--x={cluster.NODE_RANK}/$NOT_EXPANDED", f"{cluster.MAIN_IP}:29500"]
+    payload = [sys.executable, "-c", "import json, sys; print(json.dumps(sys.argv[1:]))", *tricky, *live]
     result = _run(cluster.sbatch_script_for(_request(tmp_path, nodes=1), payload), tmp_path, fake_tools)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout.splitlines()[-1]) == [*tricky[:5], "--x=0/$NOT_EXPANDED"]
+    # The text of a variable is a literal; only the kit's placeholders expand when the job runs.
+    assert json.loads(result.stdout.splitlines()[-1]) == [*tricky, "--x=0/$NOT_EXPANDED", "gpu-node-07:29500"]
 
 
 def test_pyxis_flags_mount_the_output_dir_and_use_the_image_workdir(
@@ -330,3 +333,201 @@ def test_write_launch_writes_the_resolved_config_the_scripts_launch(tmp_path: Pa
         cluster.write_launch(
             _request(tmp_path / "elsewhere", launcher="accelerate", nodes=3, hostfile=hostfile), plan
         )
+
+
+# --- hostile values: quoted for whoever reads them, or refused before anything is written ---------------
+
+# A directory name a user (or a shared config) can give: spaces, both quotes, command substitutions, a
+# comment sign, a Slurm filename symbol and the text of a run-time variable. Each substitution would leave
+# a PWNED file behind if it ever ran.
+HOSTILE = "run dir 'single' \"double\" $(touch PWNED1) `touch PWNED2` #hash 100%j $SLURM_NODEID"
+NEWLINE = "run\n#SBATCH --x\ntouch PWNED3\n"
+RECORD_ACCELERATE = """#!/usr/bin/env python3
+import json, os, sys
+name = "accelerate-" + os.environ.get("SLURM_NODEID", "host") + ".json"
+with open(os.path.join(os.environ["FAKE_LOG"], name), "w") as f:
+    json.dump({"argv": sys.argv[1:], "cwd": os.getcwd()}, f)
+"""
+
+
+def _no_payload_ran(*roots: Path) -> None:
+    ran = [p for root in roots for p in root.rglob("PWNED*")]
+    assert not ran, f"an injected command ran: {ran}"
+
+
+def _sbatch_directive(script: str, option: str) -> str:
+    """The value sbatch reads from `#SBATCH --option=VALUE`: double quotes with \\" inside, no expansion."""
+    import shlex
+
+    line = next(line for line in script.splitlines() if line.startswith(f"#SBATCH {option}="))
+    words = shlex.split(line.split("=", 1)[1], comments=True)
+    assert len(words) == 1, line
+    return words[0]
+
+
+@pytest.fixture
+def hostile_plan(tmp_path: Path, fake_tools: dict[str, str]) -> Any:
+    """A full-profile plan whose output dir is HOSTILE, with the recording accelerate first on PATH."""
+    from gpt4allj_kit.train import launch
+
+    _executable(Path(fake_tools["PATH"].split(os.pathsep)[0]) / "accelerate", RECORD_ACCELERATE)
+    out = tmp_path / HOSTILE
+    return launch.plan(
+        launch.TrainRequest(profile="full", num_processes=8, overrides={"output_dir": str(out)})
+    )
+
+
+@pytest.fixture
+def hostile_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / f"kit {HOSTILE}"
+    root.mkdir()
+    monkeypatch.setenv(cluster.paths.ROOT_ENV, str(root))
+    return root
+
+
+@pytest.mark.usefixtures("accelerate_command")
+def test_a_hostile_output_dir_reaches_every_node_exactly_through_sbatch(
+    tmp_path: Path, fake_tools: dict[str, str], hostile_plan: Any, hostile_root: Path
+) -> None:
+    written = cluster.write_launch(_request(tmp_path, output_dir=hostile_plan.output_dir), hostile_plan)
+    out = hostile_plan.output_dir
+    assert written.script == out / "gpt4allj-train.sbatch" and written.config_file.is_file()
+    script = written.script.read_text()
+    # What sbatch itself reads ('%%' is its literal '%'), checked for real on Slurm in test_slurm.py.
+    assert _sbatch_directive(script, "--output") == str(out.resolve()).replace("%", "%%") + "/slurm-%j.out"
+    assert _sbatch_directive(script, "--chdir") == str(hostile_root)
+    result = subprocess.run(
+        ["bash", str(written.script)],
+        env={**os.environ, **fake_tools, "FAKE_NODES": "2"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    log = Path(fake_tools["FAKE_LOG"])
+    for rank in ("0", "1"):
+        argv = json.loads((log / f"accelerate-{rank}.json").read_text())["argv"]
+        assert argv[-2:] == ["--config", str(written.config_file)]
+        assert _option(argv, "--machine_rank") == rank
+    _no_payload_ran(tmp_path, cluster.paths.project_root())
+
+
+@pytest.mark.usefixtures("accelerate_command")
+def test_a_hostile_hostfile_path_and_kit_dir_reach_the_host_exactly(
+    tmp_path: Path, fake_tools: dict[str, str], hostile_plan: Any, hostile_root: Path
+) -> None:
+    hostfile = tmp_path / f"hosts {HOSTILE}"
+    hostfile.write_text("alpha\nbeta\n")
+    request = _request(
+        tmp_path, launcher="accelerate", nodes=2, hostfile=hostfile, partition=None,
+        output_dir=hostile_plan.output_dir,
+    )  # fmt: skip
+    written = cluster.write_launch(request, hostile_plan)
+    env = {**os.environ, **{k: v for k, v in fake_tools.items() if not k.startswith("SLURM")}}
+    run = subprocess.run(
+        ["bash", str(written.script), "beta"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    seen = json.loads((Path(fake_tools["FAKE_LOG"]) / "accelerate-host.json").read_text())
+    assert seen["argv"][-2:] == ["--config", str(written.config_file)] and seen["cwd"] == str(hostile_root)
+    usage = subprocess.run(
+        ["bash", str(written.script)], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert usage.returncode == 2 and "one of: alpha beta" in usage.stderr
+    _no_payload_ran(tmp_path, cluster.paths.project_root())
+
+
+def test_a_hostile_container_image_reaches_srun_exactly(tmp_path: Path, fake_tools: dict[str, str]) -> None:
+    image = "registry.example/kit:1'\"$(touch${IFS}PWNED1)`touch${IFS}PWNED2`"  # no whitespace: allowed
+    out = tmp_path / "run 'a' \"b\" $(touch PWNED3)"
+    request = _request(tmp_path, container_image=image, output_dir=out)
+    result = _run(cluster.sbatch_script_for(request, ["true"]), tmp_path, {**fake_tools, "FAKE_NODES": "1"})
+    assert result.returncode == 0, result.stderr
+    options = (Path(fake_tools["FAKE_LOG"]) / "srun-options").read_text().splitlines()
+    resolved = out.resolve()
+    assert options[-3:-1] == [f"--container-image={image}", f"--container-mounts={resolved}:{resolved}"]
+    _no_payload_ran(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"output_dir": NEWLINE}, ("output_dir '", "run\\n#SBATCH --x\\ntouch PWNED3\\n': contains a line")),
+        ({"output_dir": NEWLINE, "launcher": "accelerate"}, ("output_dir '", "run\\n#SBATCH")),
+        ({"output_dir": "run\0x"}, "line break or NUL"),
+        ({"output_dir": "back\\slash"}, "backslash, which an #SBATCH line cannot hold"),
+        ({"hostfile": NEWLINE, "launcher": "accelerate"}, ("--hostfile '", "run\\n#SBATCH")),
+        ({"output_dir": "a,b", "container_image": "img"}, "--container-mounts cannot hold"),
+        ({"output_dir": "a:b", "container_image": "img"}, "--container-mounts cannot hold"),
+        *(({"job_name": f"job {HOSTILE}"[:n]}, "job name") for n in (5, 12, 25, 40, 55)),
+        ({"job_name": "job\ntouch PWNED"}, "job name"),
+        *(({"partition": f"gpu{c}x"}, "--partition") for c in (" ", "'", '"', "$(", "`", "\n")),
+        ({"container_image": "img\ntouch PWNED"}, "--container-image"),
+        ({"container_image": "img touch"}, "--container-image"),
+    ],
+)
+def test_values_no_script_can_hold_are_refused_before_anything_is_written(
+    tmp_path: Path, changes: dict[str, object], message: str | tuple[str, ...]
+) -> None:
+    from gpt4allj_kit.train import launch
+
+    changes = {"output_dir": "run", **changes}
+    out = tmp_path / str(changes.pop("output_dir"))
+    if isinstance(changes.get("hostfile"), str):
+        changes["hostfile"] = tmp_path / str(changes["hostfile"])
+    plan = launch.plan(
+        launch.TrainRequest(profile="full", num_processes=8, overrides={"output_dir": str(out)})
+    )
+    request = _request(tmp_path, output_dir=plan.output_dir, **changes)
+    with pytest.raises(ConfigError) as error:
+        cluster.write_launch(request, plan)
+    fragments = (message,) if isinstance(message, str) else message
+    assert all(f in error.value.message for f in fragments), error.value.message
+    assert "\n" not in error.value.message
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "nothing is written"
+
+
+def test_a_kit_dir_sbatch_cannot_hold_is_refused_before_anything_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gpt4allj_kit.train import launch
+
+    plan = launch.plan(
+        launch.TrainRequest(profile="full", num_processes=8, overrides={"output_dir": str(tmp_path / "run")})
+    )
+    monkeypatch.setenv(cluster.paths.ROOT_ENV, str(tmp_path / "kit\ntouch PWNED"))
+    with pytest.raises(ConfigError, match=r"the kit directory '.*kit\\ntouch PWNED'"):
+        cluster.write_launch(_request(tmp_path, output_dir=plan.output_dir), plan)
+    assert not list(tmp_path.iterdir())
+
+
+def test_train_on_slurm_from_the_cli_quotes_the_output_dir_and_refuses_a_newline(
+    tmp_path: Path, kit_cli: Any
+) -> None:
+    out = tmp_path / "out dir 'q' $(touch PWNED1)"
+    done = kit_cli(
+        "train", "--launcher", "slurm", "--nodes", "2", "--gpus-per-node", "8", "--set", f"output_dir={out}"
+    )
+    assert done.returncode == 0, done.stderr
+    script = (out / "gpt4allj-full.sbatch").read_text()
+    assert _sbatch_directive(script, "--output") == f"{out}/slurm-%j.out"
+    import yaml
+
+    config = yaml.safe_load((cluster.paths.project_root() / "configs/train/finetune_gptj.yaml").read_text())
+    config["output_dir"] = str(tmp_path / NEWLINE)
+    shared = tmp_path / "shared.yaml"
+    shared.write_text(yaml.safe_dump(config))
+    refused = kit_cli(
+        "train", "--launcher", "slurm", "--nodes", "2", "--gpus-per-node", "8", "--config", shared
+    )
+    assert refused.returncode == 2, refused.stderr
+    line = refused.stderr.strip()
+    assert len(line.splitlines()) == 1 and "output_dir" in line and "line break" in line, refused.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out dir 'q' $(touch PWNED1)", "shared.yaml"]
+    _no_payload_ran(tmp_path)

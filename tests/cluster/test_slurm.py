@@ -58,7 +58,7 @@ def test_sbatch_script_runs_on_slurm_with_rank_main_node_and_environment(slurm: 
     out = tmp_path / "job"
     request = _request(out, cpus_per_task=slurm.cpus)
     record = out / "node.json"
-    payload = [sys.executable, "-c", RECORD, "$SLURM_NODEID", "$MAIN_PROCESS_IP", str(record)]
+    payload = [sys.executable, "-c", RECORD, cluster.NODE_RANK, cluster.MAIN_IP, str(record)]
     script = _write(
         request, cluster.sbatch_script_for(request, payload, environment={"ACCELERATE_USE_CPU": "1"})
     )
@@ -75,6 +75,23 @@ def test_sbatch_script_runs_on_slurm_with_rank_main_node_and_environment(slurm: 
     assert f"main process on {slurm.node}" in log.read_text()
 
 
+def test_sbatch_reads_quoted_directives_of_a_hostile_output_dir_and_kit_dir(
+    slurm: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sbatch (not bash) parses `#SBATCH` lines: its log lands in the output dir, its job in the kit dir."""
+    name = "out dir 'q' \"dq\" $(touch PWNED) #h 100%j"
+    out, root = tmp_path / name, tmp_path / f"kit {name}"
+    root.mkdir()
+    monkeypatch.setenv(cluster.paths.ROOT_ENV, str(root))
+    record = tmp_path / "node.json"
+    payload = [sys.executable, "-c", RECORD, cluster.NODE_RANK, cluster.MAIN_IP, str(record)]
+    request = _request(out)
+    job_id = cluster.submit(_write(request, cluster.sbatch_script_for(request, payload)), wait=True)
+    assert json.loads(record.read_text())["cwd"] == str(root)
+    assert f"main process on {slurm.node}" in (out / f"slurm-{job_id}.out").read_text()
+    assert not list(tmp_path.rglob("PWNED"))
+
+
 def test_two_node_job_runs_one_task_per_node_with_its_own_rank(slurm: Any, tmp_path: Path) -> None:
     out = tmp_path / "pair"
     request = _request(out, nodes=2, partition="pair", job_name="kit-pair")
@@ -82,9 +99,9 @@ def test_two_node_job_runs_one_task_per_node_with_its_own_rank(slurm: Any, tmp_p
         sys.executable,
         "-c",
         RECORD,
-        "$SLURM_NODEID",
-        "$MAIN_PROCESS_IP",
-        f"{out}/node-$SLURM_NODEID.json",
+        cluster.NODE_RANK,
+        cluster.MAIN_IP,
+        f"{out}/node-{cluster.NODE_RANK}.json",
     ]
     job_id = cluster.submit(_write(request, cluster.sbatch_script_for(request, payload)), wait=True)
     seen = [json.loads((out / f"node-{rank}.json").read_text()) for rank in (0, 1)]

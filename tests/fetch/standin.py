@@ -6,6 +6,11 @@ own 40-hex sha; refs (branches and tags) are movable during a test. Large format
 `Range` requests are honoured so resumed downloads can be observed, and a fault mode drops the connection
 part-way through a file.
 No xet headers are ever sent, so clients stay on plain HTTP against this server.
+
+As the real hub does for large files, LFS files can be redirected (`redirect_lfs_to`) to a second server on
+another port, an `ObjectStore` standing in for the CDN: it serves the bytes, can redirect again before it
+does (a chain of hops, or back to the hub), and records every request's headers, so a test can see whether
+a token reached it.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from urllib.parse import unquote, urlsplit
 LFS_SUFFIXES = (".safetensors", ".bin", ".h5", ".msgpack", ".parquet", ".jsonl")
 _API = re.compile(r"^/api/(models|datasets)/([^/]+/[^/]+)/(revision|tree|refs)(?:/([^/]+))?(?:/(.*))?$")
 _RESOLVE = re.compile(r"^/(datasets/)?([^/]+/[^/]+)/resolve/([^/]+)/(.+)$")
+_CDN = re.compile(r"^/cdn/([0-9a-f]{64})$")
+_STORE = re.compile(r"^/(?:o|hop/(\d+)|back)/([0-9a-f]{64})$")
 
 
 def git_blob_sha1(data: bytes) -> str:
@@ -72,6 +79,7 @@ class Served:
     range: str | None
     status: int
     body_bytes: int
+    headers: dict[str, str] = field(default_factory=dict)  # the request's, names lower-cased
 
 
 class HubStandIn:
@@ -84,6 +92,14 @@ class HubStandIn:
         self.token = token
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
+        # LFS files answer with a redirect to this store, through `hops` redirects there ("back": the last
+        # one points at the hub's own /cdn/ path again).
+        self.store: ObjectStore | None = None
+        self.hops: int | str = 0
+        self.blobs: dict[str, bytes] = {}  # sha256 -> bytes of every LFS file served, for /cdn/
+
+    def redirect_lfs_to(self, store: ObjectStore, hops: int | str = 0) -> None:
+        self.store, self.hops = store, hops
 
     @property
     def endpoint(self) -> str:
@@ -145,6 +161,8 @@ def _handler_for(hub: HubStandIn) -> type[BaseHTTPRequestHandler]:
             elif match := _RESOLVE.match(path):
                 dataset, repo_id, revision, file = match.groups()
                 self._resolve("dataset" if dataset else "model", repo_id, revision, file, head)
+            elif match := _CDN.match(path):
+                self._cdn(match.group(1), head)
             else:
                 self._error(404, "EntryNotFound", "no such endpoint", head)
 
@@ -195,12 +213,42 @@ def _handler_for(hub: HubStandIn) -> type[BaseHTTPRequestHandler]:
             data = repo.commits[sha].get(file)
             if data is None:
                 return self._error(404, "EntryNotFound", f"{file} does not exist at {revision}", head)
+            if is_lfs(file) and hub.store is not None:
+                return self._redirect_to_store(sha, data, head)
+            self._serve(data, file, head, extra={"X-Repo-Commit": sha})
+
+        def _redirect_to_store(self, sha: str, data: bytes, head: bool) -> None:
+            """What the real hub answers for a large file: its metadata, and the CDN's URL to get it from."""
+            assert hub.store is not None
+            oid = hashlib.sha256(data).hexdigest()
+            with hub._lock:
+                hub.blobs[oid] = data
+            hub.store.blobs[oid] = data
+            self.send_response(302)
+            self.send_header("Location", hub.store.url(oid, hub.hops, back_to=hub.endpoint))
+            self.send_header("X-Repo-Commit", sha)
+            self.send_header("X-Linked-Etag", f'"{oid}"')
+            self.send_header("X-Linked-Size", str(len(data)))
+            self.send_header("ETag", f'"{oid}"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            self._record(302, 0)
+
+        def _cdn(self, oid: str, head: bool) -> None:
+            """The hub's own copy of a blob, where a store's redirect chain may come back to."""
+            data = hub.blobs.get(oid)
+            if data is None:
+                return self._error(404, "EntryNotFound", "no such blob", head)
+            self._serve(data, oid, head, extra={})
+
+        def _serve(self, data: bytes, file: str, head: bool, extra: dict[str, str]) -> None:
             start = _range_start(self.headers.get("Range"))
             status = 206 if start is not None else 200
             start = start or 0
             body = data[start:]
             self.send_response(status)
-            self.send_header("X-Repo-Commit", sha)
+            for name, value in extra.items():
+                self.send_header(name, value)
             if is_lfs(file):
                 oid = hashlib.sha256(data).hexdigest()
                 self.send_header("X-Linked-Etag", f'"{oid}"')
@@ -252,7 +300,10 @@ def _handler_for(hub: HubStandIn) -> type[BaseHTTPRequestHandler]:
         def _record(self, status: int, body_bytes: int) -> None:
             with hub._lock:
                 path = unquote(urlsplit(self.path).path)
-                hub.log.append(Served(self.command, path, self.headers.get("Range"), status, body_bytes))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                hub.log.append(
+                    Served(self.command, path, self.headers.get("Range"), status, body_bytes, headers)
+                )
 
     return Handler
 
@@ -286,3 +337,104 @@ def _tree(files: dict[str, bytes], folder: str, recursive: bool) -> list[dict[st
                 if sub.startswith(prefix.rstrip("/")) and sub != prefix.rstrip("/"):
                     entries.setdefault(sub, {"type": "directory", "path": sub, "oid": "0" * 40, "size": 0})
     return sorted(entries.values(), key=lambda e: str(e["path"]))
+
+
+class ObjectStore:
+    """A second server (another port: another origin) standing in for the hub's CDN or a mirror's store.
+
+    `/o/<sha256>` serves a blob (with `Range`); `/hop/<n>/<sha256>` redirects to `/hop/<n-1>/...` and from
+    0 to `/o/...`; `/back/<sha256>` redirects to the hub's own `/cdn/<sha256>`. Every request is logged
+    with its headers.
+    """
+
+    def __init__(self) -> None:
+        self.blobs: dict[str, bytes] = {}
+        self.log: list[Served] = []
+        self.back_to: str = ""
+        self.drops: dict[str, int] = {}  # sha256 -> the body bytes after which its next GET is cut
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+
+    @property
+    def base(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def url(self, oid: str, hops: int | str, *, back_to: str) -> str:
+        """Where the hub redirects a blob to: straight to it, through `hops` redirects, or "back" home."""
+        self.back_to = back_to
+        if hops == "back":
+            return f"{self.base}/back/{oid}"
+        return f"{self.base}/hop/{hops}/{oid}" if hops else f"{self.base}/o/{oid}"
+
+    def start(self) -> ObjectStore:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _store_handler_for(self))
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+
+def _store_handler_for(store: ObjectStore) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_HEAD(self) -> None:
+            self._route(head=True)
+
+        def do_GET(self) -> None:
+            self._route(head=False)
+
+        def _route(self, *, head: bool) -> None:
+            path = unquote(urlsplit(self.path).path)
+            match = _STORE.match(path)
+            data = store.blobs.get(match.group(2)) if match else None
+            if match is None or data is None:
+                return self._answer(404, {}, b"", head)
+            hops, oid = match.groups()
+            if path.startswith("/back/"):
+                return self._answer(302, {"Location": f"{store.back_to}/cdn/{oid}"}, b"", head)
+            if hops is not None:
+                # Relative from the second hop on: a client must resolve it against the store, not the hub.
+                n = int(hops)
+                target = f"/hop/{n - 1}/{oid}" if n > 1 else f"/o/{oid}"
+                return self._answer(302, {"Location": target}, b"", head)
+            start = _range_start(self.headers.get("Range"))
+            status, start = (206, start) if start is not None else (200, 0)
+            headers = {"ETag": f'"{oid}"', "Accept-Ranges": "bytes"}
+            if status == 206:
+                headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+            with store._lock:
+                cut = None if head else store.drops.pop(oid, None)
+            self._answer(status, headers, data[start:], head, cut)
+
+        def _answer(
+            self, status: int, headers: dict[str, str], body: bytes, head: bool, cut: int | None = None
+        ) -> None:
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if cut is not None:
+                body = body[:cut]
+                self.wfile.write(body)
+                self.wfile.flush()
+                self.close_connection = True
+                self.connection.shutdown(2)
+            elif not head:
+                self.wfile.write(body)
+            with store._lock:
+                seen = {k.lower(): v for k, v in self.headers.items()}
+                path = unquote(urlsplit(self.path).path)
+                sent = 0 if head else len(body)
+                store.log.append(Served(self.command, path, self.headers.get("Range"), status, sent, seen))
+
+    return Handler

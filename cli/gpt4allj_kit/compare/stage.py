@@ -17,6 +17,7 @@ from gpt4allj_kit.errors import ConfigError
 from gpt4allj_kit.files import atomic_write_text, sha256_file
 from gpt4allj_kit.manifest import now_iso, write_manifest
 from gpt4allj_kit.published import PublishedTable, Row
+from gpt4allj_kit.redaction import redact
 from gpt4allj_kit.report.render import Format, comparison_markdown, comparison_text
 
 
@@ -80,7 +81,7 @@ def write_comparisons(
             (out_dir / f"{folder.name}.json", c.to_json()),
             (out_dir / f"{folder.name}.md", comparison_markdown(c)),
         ):
-            atomic_write_text(path, text)
+            atomic_write_text(path, redact(text))
             files.append(path)
     manifest = out_dir / paths.MANIFEST
     write_manifest(
@@ -110,7 +111,7 @@ def write_comparison(
     `<output>.manifest.json` beside it."""
     started = now_iso()
     c = compare_path(results, against, note=note, comparable=comparable)
-    atomic_write_text(output, comparison_text(c, fmt))
+    atomic_write_text(output, redact(comparison_text(c, fmt)))
     manifest = output.with_name(f"{output.name}.{paths.MANIFEST}")
     write_manifest(
         manifest,

@@ -28,6 +28,7 @@ from gpt4allj_kit.evaluate.fixtures import read_fixtures_info, wrapper_task_yaml
 from gpt4allj_kit.files import atomic_dir, atomic_write_json, atomic_write_text, sha256_file
 from gpt4allj_kit.manifest import now_iso, write_manifest
 from gpt4allj_kit.recipe import EVAL_TASKS
+from gpt4allj_kit.redaction import RedactedLog, RedactedStream, redact_data
 
 SUITE_ALIASES: dict[str, tuple[str, ...]] = {"common-sense": EVAL_TASKS}
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -264,14 +265,14 @@ def lm_eval_logging_to(log_file: Path) -> Iterator[None]:
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("a", encoding="utf-8") as fh:
         handler = logging.StreamHandler(fh)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(name)s] %(message)s"))
+        handler.setFormatter(RedactedLog("%(asctime)s %(levelname)s [%(name)s] %(message)s"))
         for lg in loggers:
             lg.handlers = [handler]
             lg.propagate = False
             lg.setLevel(logging.INFO)
         try:
             # tqdm and warnings write to sys.stderr at call time; the CLI's own output stays on stdout.
-            with contextlib.redirect_stderr(fh), _child_stderr_to(fh):
+            with contextlib.redirect_stderr(RedactedStream(fh)), _child_stderr_to(fh):
                 yield
         finally:
             for lg, handlers, propagate, level in saved:
@@ -449,7 +450,7 @@ def evaluate_model(
         shutil.rmtree(tracker_dir)
         revisions = dataset_revisions(results, pins, options.include_path)
         summary = build_summary(source, results, revisions, options, device)
-        atomic_write_json(out / paths.SUMMARY, summary)
+        atomic_write_json(out / paths.SUMMARY, redact_data(summary))
         write_manifest(
             out / paths.MANIFEST,
             stage="eval",
@@ -475,6 +476,16 @@ def evaluate_model(
     return EvalOutcome(label=source.label, out_dir=target, summary=summary)
 
 
+def _check_hub_endpoint() -> None:
+    """lm-eval reads task datasets from the hub through `datasets`, outside the kit's fetch: the endpoint's
+    rule (no token in clear over plain http) is checked before it starts, as the fetch does."""
+    from gpt4allj_kit.fetch.cache import offline_mode
+    from gpt4allj_kit.fetch.endpoint import check_endpoint
+
+    if not offline_mode():
+        check_endpoint()
+
+
 def evaluate(
     sources: list[ModelSource],
     options: EvalOptions,
@@ -490,6 +501,7 @@ def evaluate(
         raise ConfigError(f"two models would share one output folder: labels {labels}")
     if options.include_path is not None and not options.include_path.is_dir():
         raise ConfigError(f"--fixtures {options.include_path}: no such folder")
+    _check_hub_endpoint()
     say("indexing lm-eval tasks")
     with tempfile.TemporaryDirectory(prefix="gpt4allj-kit-tasks-") as pin_dir:
         with lm_eval_logging_to(output / "lm-eval-tasks.log"):

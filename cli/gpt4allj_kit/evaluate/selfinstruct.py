@@ -29,6 +29,7 @@ from gpt4allj_kit import paths
 from gpt4allj_kit.errors import ConfigError
 from gpt4allj_kit.files import atomic_dir, atomic_write_json, atomic_write_text, sha256_file
 from gpt4allj_kit.manifest import now_iso, write_manifest
+from gpt4allj_kit.redaction import redact_data
 
 Mode = Literal["faithful", "conditioned"]
 STRIDE = 512
@@ -281,7 +282,7 @@ def evaluate_self_instruct(
             out / "histogram.png",
             f"{source.label}: Self-Instruct ground-truth perplexity ({mode}, n={len(rows)})",
         )
-        atomic_write_json(out / paths.SUMMARY, summary)
+        atomic_write_json(out / paths.SUMMARY, redact_data(summary))
         write_manifest(
             out / paths.MANIFEST,
             stage="eval-self-instruct",

@@ -6,6 +6,7 @@ Read it in pipeline order:
 - `revisions`  tag -> commit sha, and the revisions a repo has
 - `listing`    which files of a commit the kit takes, from the hub's tree listing
 - `download`   the kit's own download of one file, resumable across processes
+- `endpoint`   HF_ENDPOINT and the token: no token in clear, and only to the endpoint's origin
 - `cache`      the hub cache: where it is, its layout, files checked against the hub or the lock
 - `lock`       the asset lock (`gpt4allj-kit.lock.json`): its one reader and writer
 - `errors`     hub client exceptions -> one-line HubErrors

@@ -5,20 +5,31 @@ are lost to the next one. The kit streams into `blobs/<etag>.incomplete` instead
 huggingface_hub releases resumed from): an interrupted download continues with a `Range` request in the next
 fetch, and a connection that drops while still delivering data is resumed at once. The blob is checked
 against the hub's listing before it takes its final name.
+
+Large files redirect to another host (the hub's CDN, a mirror's object store). Redirects are followed here,
+one by one, so that the token goes to the endpoint's origin only (see `endpoint.request_headers`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urljoin
 
 from gpt4allj_kit.errors import HubError
 from gpt4allj_kit.fetch.cache import hub_mismatch
+from gpt4allj_kit.fetch.endpoint import is_endpoint_origin, request_headers
 from gpt4allj_kit.fetch.listing import RemoteFile
 
+if TYPE_CHECKING:
+    import httpx2
+
 _ATTEMPTS = 5
+_MAX_REDIRECTS = 10
 
 
 @dataclass(frozen=True)
@@ -73,7 +84,7 @@ def _stream(
 ) -> None:
     """Streams `url` into `blob` through `<blob>.incomplete`, resuming what an earlier attempt left there."""
     import httpx2
-    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+    from huggingface_hub.utils import build_hf_headers, hf_raise_for_status
 
     partial = blob.with_name(blob.name + ".incomplete")
     if partial.exists() and partial.stat().st_size > remote.size:
@@ -88,9 +99,7 @@ def _stream(
         received = 0
         try:
             if start < remote.size or remote.size == 0:
-                with get_session().stream(
-                    "GET", url, headers=headers, follow_redirects=True, timeout=30
-                ) as resp:
+                with _get(url, headers) as resp:
                     hf_raise_for_status(resp)
                     mode = "ab" if resp.status_code == 206 else "wb"  # 200: the server ignored Range
                     done = start if mode == "ab" else 0
@@ -108,3 +117,32 @@ def _stream(
             if received == 0 or attempt == _ATTEMPTS - 1:
                 raise
     os.replace(partial, blob)
+
+
+@contextlib.contextmanager
+def _get(url: str, headers: dict[str, str]) -> Iterator[httpx2.Response]:
+    """The streamed GET of `url`, redirects followed with the token sent to the endpoint's origin only.
+
+    Once a redirect has left the endpoint's origin the token is never sent again, not even to a URL back
+    on the endpoint: a host that redirects is not trusted to choose who gets it.
+    """
+    import httpx2
+    from huggingface_hub.utils import get_session
+
+    session = get_session()
+    left_endpoint = False
+    for _ in range(_MAX_REDIRECTS + 1):
+        left_endpoint = left_endpoint or not is_endpoint_origin(url)
+        request = session.build_request(
+            "GET", url, headers=request_headers(url, headers, left_endpoint=left_endpoint), timeout=30
+        )
+        resp = session.send(request, stream=True, follow_redirects=False)
+        if not resp.has_redirect_location:
+            try:
+                yield resp
+            finally:
+                resp.close()
+            return
+        resp.close()
+        url = urljoin(url, resp.headers["Location"])
+    raise httpx2.TooManyRedirects(f"more than {_MAX_REDIRECTS} redirects for {url}")

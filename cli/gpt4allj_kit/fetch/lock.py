@@ -12,6 +12,7 @@ from typing import Any
 
 from gpt4allj_kit.errors import ConfigError
 from gpt4allj_kit.files import atomic_write_json
+from gpt4allj_kit.redaction import refuse_secrets
 
 LOCK_VERSION = 1
 
@@ -95,4 +96,6 @@ def read_lock(path: Path) -> AssetLock:
 
 def write_lock(path: Path, lock: AssetLock) -> None:
     """Writes the lock atomically: readers see the old lock or the new one, never half of one."""
-    atomic_write_json(path, lock.as_json())
+    data = lock.as_json()
+    refuse_secrets(data, str(path))  # read back to pin what runs: never masked, never holding a secret
+    atomic_write_json(path, data)

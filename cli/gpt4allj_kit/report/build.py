@@ -24,6 +24,7 @@ from gpt4allj_kit.errors import ConfigError, KitError
 from gpt4allj_kit.files import atomic_write_bytes, atomic_write_text, sha256_file
 from gpt4allj_kit.manifest import now_iso, write_manifest
 from gpt4allj_kit.published import PublishedTable, load_published_table
+from gpt4allj_kit.redaction import redact
 from gpt4allj_kit.report.charts import comparison_chart, loss_chart
 from gpt4allj_kit.report.contents import (
     Metrics,
@@ -237,8 +238,8 @@ def build_report(
     for figure in view.figures:
         atomic_write_bytes(out / figure.name, figure.png)
     html_path, md_path = out / "report.html", out / "report.md"
-    atomic_write_text(md_path, report_markdown(view))
-    atomic_write_text(html_path, report_html(view))
+    atomic_write_text(md_path, redact(report_markdown(view)))
+    atomic_write_text(html_path, redact(report_html(view)))
     inputs = [p for p in (contents.metrics, contents.lock, *contents.manifests) if p] + compared.files
     pngs = [f.name for f in view.figures]
     write_manifest(

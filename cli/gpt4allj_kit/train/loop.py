@@ -23,6 +23,7 @@ from typing import Any
 from gpt4allj_kit import paths
 from gpt4allj_kit.config import TrainConfig, load_train_config
 from gpt4allj_kit.errors import KitError
+from gpt4allj_kit.redaction import redact
 from gpt4allj_kit.train import checkpoint, optim
 from gpt4allj_kit.train.checkpoint import TrainerState
 
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             config, resume=args.resume, command=[sys.argv[0], *(argv if argv is not None else sys.argv[1:])]
         )
     except KitError as exc:
-        print(f"error: {exc.message}", file=sys.stderr, flush=True)
+        print(f"error: {redact(exc.message)}", file=sys.stderr, flush=True)  # into reproduce's launch.log
         return int(exc.exit_code)
     except Stopped as exc:
         name = signal.Signals(exc.signum).name
