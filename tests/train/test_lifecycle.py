@@ -190,6 +190,28 @@ def test_a_detached_training_records_its_exit_code_and_a_rerun_attaches(tmp_path
     detached.proc.wait()
 
 
+def test_the_training_output_reaches_launch_log_redacted(tmp_path: Path, monkeypatch) -> None:
+    """The launched processes' own output (accelerate, torch, a config echoed back) goes through the one
+    redaction rule on its way to launch.log, progress-bar segments and bytes that are not UTF-8 intact."""
+    secret, shaped = "s3cret-value-of-the-env", "hf_" + "a1B2c3D4" * 5
+    monkeypatch.setenv("HF_TOKEN", secret)
+    out = tmp_path / "out"
+    talk = (
+        "import sys\n"
+        f"print('token from env: {secret}', flush=True)\n"
+        f"sys.stdout.write('shaped {shaped}\\rstep 1/2\\rstep 2/2\\n'); sys.stdout.flush()\n"
+        "sys.stdout.buffer.write(b'latin-1 \\xe9 kept\\n'); sys.stdout.flush()\n"
+    )
+    plan = replace(_plan(out), argv=[sys.executable, "-c", talk], env={})
+    training = lifecycle.start(plan, grace_s=2)
+    assert lifecycle.follow(training, lambda _chunk: None).returncode == 0
+    log = (out / supervisor.LOG_FILE).read_bytes()
+    assert secret.encode() not in log and shaped.encode() not in log
+    assert b"token from env: ***" in log and b"shaped ***\rstep 1/2\rstep 2/2\n" in log
+    assert b"latin-1 \xe9 kept\n" in log
+    assert secret not in (out / supervisor.RECORD_FILE).read_text()  # the argv it records
+
+
 def test_interrupting_a_follower_leaves_a_detached_training_running(tmp_path: Path) -> None:
     out = tmp_path / "out"
     plan = _stand_in(_plan(out))

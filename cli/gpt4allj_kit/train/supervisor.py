@@ -22,18 +22,22 @@ import contextlib
 import datetime as dt
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from types import FrameType
+from typing import BinaryIO
 
 import psutil
 
 from gpt4allj_kit import paths
 from gpt4allj_kit.files import atomic_write_json
+from gpt4allj_kit.redaction import redact, secret_values
 
 PID_FILE = "train.pid"  # the supervisor's pid while it lives (its own session and process group)
 RECORD_FILE = "launch.json"  # the launch: who runs it, and once ended, its exit code and what stopped it
@@ -189,9 +193,38 @@ class Children:
                 proc.send_signal(sig)
 
 
+_SEGMENT_END = re.compile(rb"[\r\n]")
+_LONGEST_HELD = 1 << 16  # a segment without a line end is passed on once this long
+
+
+def copy_redacted(source: BinaryIO, target: BinaryIO, secrets: list[str]) -> None:
+    """Copies the training's output to the log with every secret masked (the one redaction rule).
+
+    Output is passed on segment by segment (a progress bar ends its segments with \r), so that the CLI
+    following the log sees it as it comes, and a secret is never split between two writes.
+    """
+    held = b""
+    while chunk := source.read1(1 << 14):  # type: ignore[attr-defined]
+        held += chunk
+        ends = [m.end() for m in _SEGMENT_END.finditer(held)]
+        cut = ends[-1] if ends else (len(held) if len(held) >= _LONGEST_HELD else 0)
+        if cut:
+            target.write(_redacted_bytes(held[:cut], secrets))
+            target.flush()
+            held = held[cut:]
+    if held:
+        target.write(_redacted_bytes(held, secrets))
+        target.flush()
+
+
+def _redacted_bytes(data: bytes, secrets: list[str]) -> bytes:
+    # surrogateescape: bytes that are not UTF-8 reach the log unchanged.
+    return redact(data.decode("utf-8", "surrogateescape"), secrets).encode("utf-8", "surrogateescape")
+
+
 def say(message: str) -> None:
     """A line in launch.log (the supervisor's stdout is that file), marked as the kit's."""
-    print(f"[gpt4allj-kit supervisor] {message}", flush=True)
+    print(redact(f"[gpt4allj-kit supervisor] {message}"), flush=True)
 
 
 def supervise(children: Children, stop: StopRequests, *, watch: int | None, grace_s: float) -> int:
@@ -240,13 +273,21 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, stop.handler)
     subreaper = _prctl(_PR_SET_CHILD_SUBREAPER, 1)
     record = LaunchRecord(
-        supervisor_pid=os.getpid(), watched_pid=args.watch, started=now_iso(), argv=args.command
+        supervisor_pid=os.getpid(),
+        watched_pid=args.watch,
+        started=now_iso(),
+        argv=[redact(arg) for arg in args.command],
     )
     mode = f"watching pid {args.watch}" if args.watch is not None else "detached"
     say(f"{record.started} starting ({mode}): {' '.join(args.command)}")
     try:
         proc = subprocess.Popen(
-            args.command, stdin=subprocess.DEVNULL, process_group=0, preexec_fn=_die_with_parent
+            args.command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            process_group=0,
+            preexec_fn=_die_with_parent,
         )
     except OSError as exc:
         say(f"cannot start the launch: {exc}")
@@ -255,7 +296,13 @@ def main(argv: list[str] | None = None) -> int:
         return 127
     record.launcher_pid = proc.pid
     write_record(output_dir, record)
+    assert proc.stdout is not None
+    copier = threading.Thread(
+        target=copy_redacted, args=(proc.stdout, sys.stdout.buffer, secret_values()), daemon=True
+    )
+    copier.start()
     code = supervise(Children(proc, subreaper), stop, watch=args.watch, grace_s=args.grace)
+    copier.join(timeout=10.0)  # the pipe closes once the last process of the training has ended
     record.ended, record.returncode, record.stopped_by = now_iso(), code, stop.reason
     record.last_step = last_step(output_dir)
     write_record(output_dir, record)
