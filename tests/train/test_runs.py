@@ -157,6 +157,27 @@ def test_resume_after_sigkill_is_bit_identical(
     assert ours == theirs
 
 
+def test_rows_with_nothing_to_learn_are_dropped_and_recorded(launch_train, tmp_path: Path) -> None:
+    """Empty prompts train; empty responses (alone or with an empty prompt) leave only the eos to learn,
+    where upstream's data.py stopped: the run drops them and its manifest says how many, where, and why."""
+    from gpt4allj_kit import data
+    from gpt4allj_kit.assets import synthetic_rows, write_rows
+
+    rows = synthetic_rows(seed=7, rows=40)
+    rows[5]["prompt"] = ""
+    rows[6]["response"] = ""
+    rows[7]["prompt"] = rows[7]["response"] = ""
+    write_rows(rows, tmp_path / "data")
+    sets = {"dataset_path": str(tmp_path / "data" / "train.jsonl"), "num_epochs": 1, "max_steps": 1}
+    run = launch_train(tmp_path / "out", deepspeed=False, sets=sets)
+    assert run.returncode == 0, run.log[-4000:]
+    provenance = run.manifest()["assets"]["data"]
+    assert provenance["rows"] == 40 and provenance["empty"] == {"prompts": 2, "responses": 2}
+    dropped = provenance["dropped"]
+    assert (dropped["rule"], dropped["rows"], dropped["first"]) == (data.DROP_RULE, 2, [6, 7])
+    assert dropped["train"] + dropped["validation"] == 2
+
+
 def test_lora_run_saves_an_adapter_that_loads(launch_train, tmp_path: Path, tiny) -> None:
     out = tmp_path / "out"
     run = launch_train(

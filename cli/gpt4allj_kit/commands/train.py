@@ -89,8 +89,9 @@ def train_cmd(
             plan, launcher, nodes, partition, container_image, hostfile, main_process_ip, submit
         )
         return
-    for note in plan.notes:
-        err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+    _show_notes(plan.notes)
+    # Model, tokenizer and data rows, checked before anything is launched (one line when one is bad).
+    _show_notes(train_launch.check_inputs(plan).notes)
     console.print(plan.shell(), highlight=False, soft_wrap=True, markup=False)
     if dry_run:
         import yaml
@@ -115,6 +116,13 @@ def train_cmd(
         err_console.print(f"[bold red]error:[/] training exited with code {code}", highlight=False)
         raise typer.Exit(code)
     console.print(f"training done: {result.output_dir} (last step {result.last_step})")
+
+
+def _show_notes(notes: list[str]) -> None:
+    from rich.markup import escape
+
+    for note in notes:
+        err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
 
 
 def _train_on_cluster(

@@ -3,7 +3,8 @@
 `plan()` turns CLI options (profile, config, --set, GPU count, --keep-global-batch, --resume, ...) into a
 `LaunchPlan`: the resolved training config, the argv and environment to run from the repository root, and
 the effective hyperparameters that `--dry-run` prints; it writes nothing. `preflight()` asks the doctor
-whether this machine can run the plan. `start()` writes the resolved config to
+whether this machine can run the plan; `check_inputs()` checks its model, tokenizer and data rows with the
+functions the training uses. `start()` writes the resolved config to
 `<output_dir>/train_config.yaml` (what `train.py --config` reads) and starts the launch in its own process
 group, recorded in `<output_dir>/train.pid` until it ends; `run()` starts it, streams it and returns a
 `TrainResult`.
@@ -43,6 +44,7 @@ from gpt4allj_kit.train.checkpoint import resolve_resume
 
 if TYPE_CHECKING:
     from gpt4allj_kit.doctor import Readiness
+    from gpt4allj_kit.train.inputs import InputsChecked
 
 TRAIN_SCRIPT = "train.py"
 # What a launch leaves in its output dir: the config train.py reads, and the process group while it runs.
@@ -125,21 +127,33 @@ def load_deepspeed_config(launch: LaunchConfig) -> dict[str, Any] | None:
     return data
 
 
-def count_rows(dataset_path: str) -> int | None:
-    """Rows of a local jsonl/parquet file or folder, without loading it; None when not local."""
-    path = Path(dataset_path).expanduser()
-    if not path.exists():
+def count_rows(config: TrainConfig) -> int | None:
+    """Rows of the run's data without loading it: a local file or folder, or the hub snapshot an earlier
+    fetch left in the cache (found as the checks before launch find it); None when not fetched yet.
+
+    The files are those the training reads (`data.dataset_files`); jsonl lines that are not blank, parquet
+    rows from the footer.
+    """
+    from gpt4allj_kit import data
+    from gpt4allj_kit.train import sources
+
+    found = sources.cached_source(
+        config.dataset_path, config.revision, "dataset", key="dataset_path", config=config
+    )
+    if found is None:
         return None
-    files = sorted(path.rglob("*")) if path.is_dir() else [path]
     total = 0
-    for file in files:
-        if file.suffix == ".jsonl":
-            with file.open("rb") as fh:
-                total += sum(1 for line in fh if line.strip())
-        elif file.suffix == ".parquet":
+    for file in data.dataset_files(found[0]):
+        if file.suffix.lower() == ".parquet":
             import pyarrow.parquet as pq
 
-            total += pq.ParquetFile(file).metadata.num_rows
+            try:
+                total += pq.ParquetFile(file).metadata.num_rows
+            except Exception:  # a damaged file: the checks before launch name it
+                return None
+        else:
+            with file.open("rb") as fh:
+                total += sum(1 for line in fh if line.strip())
     return total
 
 
@@ -180,7 +194,7 @@ def hyperparameters(
     config: TrainConfig, launch: LaunchConfig, ds_config: dict[str, Any] | None, num_processes: int
 ) -> Hyperparameters:
     accumulation = config.gradient_accumulation_steps
-    rows = count_rows(config.dataset_path)
+    rows = count_rows(config)
     train_rows = rows - math.ceil(rows * VALIDATION_FRACTION) if rows is not None else None
     steps_per_epoch = total = None
     if train_rows is not None:
@@ -412,6 +426,14 @@ def preflight(plan_: LaunchPlan, *, force: bool = False) -> Readiness:
     from gpt4allj_kit import doctor
 
     return doctor.preflight(planned_profile(plan_), force=force)
+
+
+def check_inputs(plan_: LaunchPlan) -> InputsChecked:
+    """The plan's model, tokenizer and data rows, checked as the training will load them, before anything
+    is launched (see `inputs`): one line naming the file, row and column, exit 2 (3: missing offline)."""
+    from gpt4allj_kit.train import inputs
+
+    return inputs.check_inputs(plan_.config)
 
 
 # --- running ------------------------------------------------------------------------------------------

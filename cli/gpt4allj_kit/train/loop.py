@@ -23,7 +23,7 @@ from typing import Any
 from gpt4allj_kit import paths
 from gpt4allj_kit.config import TrainConfig, load_train_config
 from gpt4allj_kit.errors import KitError
-from gpt4allj_kit.train import checkpoint, optim
+from gpt4allj_kit.train import checkpoint, optim, sources
 from gpt4allj_kit.train.checkpoint import TrainerState
 
 # Fault injection for the resume tests: every process SIGKILLs itself right after this optimizer step.
@@ -126,26 +126,6 @@ def make_accelerator(config: TrainConfig) -> Any:
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
         kwargs_handlers=handlers,
     )
-
-
-def resolve_source(name: str, revision: str, repo_type: str = "model") -> tuple[Path, dict[str, Any]]:
-    """A local folder for a model/tokenizer name: the path itself, or the hub snapshot of `revision`."""
-    local = Path(name).expanduser()
-    if local.exists():
-        return local, {"source": "local", "path": str(local.resolve())}
-    from gpt4allj_kit.fetch.snapshot import fetch_snapshot
-
-    snap = fetch_snapshot(name, repo_type=repo_type, revision=revision)
-    return Path(snap.path), {"source": "hub", "repo_id": name, "revision": revision, "sha": snap.sha}
-
-
-def load_tokenizer(path: Path, config: TrainConfig) -> Any:
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=config.trust_remote_code)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token  # GPT-J has none; upstream used eos
-    return tokenizer
 
 
 def load_model(path: Path, config: TrainConfig) -> Any:
@@ -341,13 +321,15 @@ def train(
     info = RunInfo()
 
     with accelerator.main_process_first():
-        tokenizer_path, info.assets["tokenizer"] = resolve_source(
-            config.tokenizer_name, config.model_revision
+        tokenizer_path, info.assets["tokenizer"] = sources.resolve_source(
+            config.tokenizer_name, config.model_revision, key="tokenizer_name"
         )
-        model_path, info.assets["model"] = resolve_source(config.model_name, config.model_revision)
-        tokenizer = load_tokenizer(tokenizer_path, config)
+        model_path, info.assets["model"] = sources.resolve_source(config.model_name, config.model_revision)
+        sources.model_config(model_path, config)  # the checks before launch call the same functions
+        tokenizer = sources.load_tokenizer(tokenizer_path, config)
         raw, info.assets["data"] = data.load_raw_dataset(config.dataset_path, revision=config.revision)
         splits = data.split_and_tokenize(raw, tokenizer, config)
+        info.assets["data"]["dropped"] = splits.dropped.as_json()
     model = load_model(model_path, config)
     train_loader, val_loader = make_loaders(splits, config, data.pad_token_id(tokenizer))
 
@@ -505,11 +487,10 @@ def compiled(model: Any) -> bool:
 
 def fetch_lock(config: TrainConfig) -> dict[str, Any] | None:
     """The run's fetch lock (`asset_lock`, else the checkout's), when there is one: its sha256 and assets."""
-    from gpt4allj_kit import paths
     from gpt4allj_kit.fetch.lock import read_lock
     from gpt4allj_kit.files import sha256_file
 
-    lock = Path(config.asset_lock) if config.asset_lock else paths.project_root() / paths.LOCK_NAME
+    lock = sources.lock_path(config)
     if not lock.is_file():
         return None
     return {
