@@ -39,7 +39,7 @@ from gpt4allj_kit.config import (
 from gpt4allj_kit.errors import ConfigError, EnvironmentNotReady
 from gpt4allj_kit.files import atomic_write_text
 from gpt4allj_kit.recipe import REFERENCE_GLOBAL_BATCH, VALIDATION_FRACTION
-from gpt4allj_kit.train import optim
+from gpt4allj_kit.train import cadence, optim
 from gpt4allj_kit.train.checkpoint import resolve_resume
 
 if TYPE_CHECKING:
@@ -171,6 +171,8 @@ class Hyperparameters:
     train_rows: int | None
     steps_per_epoch: int | None
     total_steps: int | None
+    validation: str
+    checkpoints: str
 
     def rows(self) -> list[tuple[str, str]]:
         unknown = "unknown until the dataset is fetched (`gpt4allj-kit fetch`)"
@@ -187,6 +189,8 @@ class Hyperparameters:
             ("training rows", str(self.train_rows) if self.train_rows is not None else unknown),
             ("steps per epoch", str(self.steps_per_epoch) if self.steps_per_epoch is not None else unknown),
             ("total optimizer steps", str(self.total_steps) if self.total_steps is not None else unknown),
+            ("validation", self.validation),
+            ("checkpoints", self.checkpoints),
         ]
 
 
@@ -217,6 +221,7 @@ def hyperparameters(
         f"constant ({sched_who}); grad clipping {optim.GRADIENT_CLIPPING:g}"
     )
     zero = (ds_config or {}).get("zero_optimization", {}).get("stage")
+    validation, checkpoints = cadence.describe(config)
     return Hyperparameters(
         num_processes=num_processes,
         micro_batch=config.batch_size,
@@ -230,6 +235,8 @@ def hyperparameters(
         train_rows=train_rows,
         steps_per_epoch=steps_per_epoch,
         total_steps=total,
+        validation=validation,
+        checkpoints=checkpoints,
     )
 
 
