@@ -112,6 +112,8 @@ def test_dry_run_smoke_prints_command_and_hyperparameters(kit_cli, tmp_path: Pat
                          ("ZeRO stage", "2" if deepspeed else r"none \(DDP\)")]:  # fmt: skip
         assert re.search(rf"{label}\s*│\s*{value}\s*│", result.stdout), label
     assert "WarmupLR" in out and "AdamW" in out  # DeepSpeed's, or the torch LambdaLR equal to it
+    assert re.search(r"validation\s*│\s*after batch index N > 0 with N % 100 == 0", result.stdout)
+    assert "(upstream's cadence)" in out
 
 
 def test_dry_run_keep_global_batch_raises_accumulation(kit_cli) -> None:
