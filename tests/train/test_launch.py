@@ -347,3 +347,28 @@ def test_dry_run_counts_the_rows_of_the_fetched_hub_dataset(kit_cli, tmp_path: P
         assert "train-00000-of-00001.jsonl: line 8 (row 7): column 'response' is null" in error
     finally:
         hub.stop()
+
+
+def test_count_rows_counts_the_files_the_training_reads(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def rows_of(path: Path | str) -> int | None:
+        values = {"model_name": "m", "tokenizer_name": "t", "dataset_path": str(path), "output_dir": "o"}
+        return launch.count_rows(load_train_config(None, values))
+
+    row = json.dumps({"prompt": "p", "response": "r"})
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    (clean / "a_clean.jsonl").write_text(f"{row}\n\n{row}\n{row}\n")
+    (clean / "notes.jsonl").write_text(f"{row}\n" * 5)  # not *_clean: the training does not read it
+    assert rows_of(clean) == 3
+    array = tmp_path / "rows.json"
+    array.write_text(json.dumps([{"prompt": "p", "response": "r"}] * 4, indent=1))
+    assert rows_of(array) == 4
+    hub = tmp_path / "hub" / "data"
+    hub.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist([{"prompt": "p", "response": "r"}] * 2), hub / "train-0.parquet")
+    pq.write_table(pa.Table.from_pylist([{"prompt": "p", "response": "r"}]), hub / "test-0.parquet")
+    assert rows_of(hub.parent) == 2
+    assert rows_of("./missing.jsonl") is None  # the checks before launch say why

@@ -132,24 +132,34 @@ def count_rows(config: TrainConfig) -> int | None:
     fetch left in the cache (found as the checks before launch find it); None when not fetched yet.
 
     The files are those the training reads (`data.dataset_files`); jsonl lines that are not blank, parquet
-    rows from the footer.
+    rows from the footer. A count for the dry run only: a problem with the data is `check_inputs`'s to say.
     """
     from gpt4allj_kit import data
     from gpt4allj_kit.train import sources
 
-    found = sources.cached_source(
-        config.dataset_path, config.revision, "dataset", key="dataset_path", config=config
-    )
+    try:
+        found = sources.cached_source(
+            config.dataset_path, config.revision, "dataset", key="dataset_path", config=config
+        )
+        files = data.dataset_files(found[0]) if found is not None else []
+    except ConfigError:
+        return None
     if found is None:
         return None
     total = 0
-    for file in data.dataset_files(found[0]):
-        if file.suffix.lower() == ".parquet":
+    for file in files:
+        suffix = file.suffix.lower()
+        if suffix == ".parquet":
             import pyarrow.parquet as pq
 
             try:
                 total += pq.ParquetFile(file).metadata.num_rows
             except Exception:  # a damaged file: the checks before launch name it
+                return None
+        elif suffix == ".json":  # possibly one JSON array: counted by reading its rows
+            try:
+                total += data.check_rows([file]).rows
+            except ConfigError:
                 return None
         else:
             with file.open("rb") as fh:
