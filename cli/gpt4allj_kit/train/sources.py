@@ -109,7 +109,8 @@ def model_config(path: Path, config: TrainConfig) -> Any:
         raise ConfigError(f"{file}: expected a JSON object")
     model_type = content.get("model_type")
     if not isinstance(model_type, str) or not model_type:
-        raise ConfigError(f"{file}: key 'model_type' is {model_type!r}; GPT-J's is 'gptj'")
+        state = f"is {model_type!r}" if "model_type" in content else "is missing"
+        raise ConfigError(f"{file}: key 'model_type' {state}; GPT-J's is 'gptj'")
     try:
         loaded = AutoConfig.from_pretrained(path, trust_remote_code=config.trust_remote_code)
     except (ValueError, KeyError, TypeError, OSError) as exc:  # transformers' errors for a bad config
