@@ -280,21 +280,33 @@ def test_folder_of_jsonl_or_hub_layout_parquet(tmp_path: Path) -> None:
         (
             "bad.jsonl",
             '{"prompt": "p", "source": "s"}\n',
-            r"bad.jsonl: missing column 'response' \(found prompt, ",
+            r"bad.jsonl: line 1 \(row 0\): missing column 'response' \(found prompt, source; ",
         ),
         (
             "bad.jsonl",
-            '{"prompt": "p", "response": "r"}\nnot json\n',
-            r"bad.jsonl: cannot be read as a dataset",
+            '{"prompt": "p", "response": "r"}\n\nnot json\n',
+            r"bad.jsonl: line 3 \(row 1\): not JSON \(Expecting value at character 1\)",
         ),
-        ("bad.jsonl", "[1, 2]\n", r"bad.jsonl: line 1 is not a JSON object"),
+        ("bad.jsonl", "[1, 2]\n", r"bad.jsonl: line 1 \(row 0\): not a JSON object"),
+        ("bad.json", "[1, 2]\n", r"bad.json: item 0 \(row 0\): not a JSON object"),
         ("bad.jsonl", "", r"bad.jsonl: the file holds no rows"),
+        ("bad.jsonl", "\n  \n", r"bad.jsonl: the file holds no rows"),
         (
             "bad.jsonl",
-            '{"prompt": null, "response": "r"}\n{"prompt": "p", "response": "r"}\n',
-            r"is null in 1 rows",
+            '{"prompt": "p", "response": "r"}\n{"prompt": null, "response": "r"}\n',
+            r"bad.jsonl: line 2 \(row 1\): column 'prompt' is null \(the recipe needs text\)",
         ),
-        ("bad.jsonl", '{"prompt": 3, "response": "r"}\n', r"column 'prompt' holds .*int64.*, not text"),
+        (
+            "bad.jsonl",
+            '{"prompt": 3, "response": "r"}\n',
+            r"line 1 \(row 0\): column 'prompt' is a number, not text",
+        ),
+        (
+            "bad.jsonl",
+            '{"prompt": "p", "response": "r", "source": "a"}\n'
+            '{"prompt": "p", "response": "r", "source": 7}\n',
+            r"line 2 \(row 1\): column 'source' is a number, but text at .*bad.jsonl: line 1 \(row 0\)",
+        ),
         ("bad.csv", "prompt,response\n", r"bad.csv: unsupported data file"),
         ("bad.parquet", "not parquet", r"bad.parquet: not a readable parquet file"),
     ],
@@ -305,6 +317,53 @@ def test_bad_files_are_one_line_errors(tmp_path: Path, name: str, content: str, 
     with pytest.raises(ConfigError, match=message) as info:
         data.load_raw_dataset(str(path), revision="main")
     assert "\n" not in info.value.message
+
+
+def test_bytes_that_are_not_utf8_are_named_by_file_line_and_column(tmp_path: Path) -> None:
+    good = _records(0, 3)
+    lines = [json.dumps(r).encode() for r in good]
+    lines.insert(2, b'{"prompt": "p", "response": "caf\xe9 au lait", "source": "s"}')  # latin-1 bytes
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    with pytest.raises(ConfigError) as info:
+        data.check_rows([path])
+    assert info.value.message == (
+        f"{path}: line 3 (row 2): column 'response' holds bytes that are not UTF-8 (byte 0xe9 at offset "
+        "32); the data must be UTF-8 text"
+    )
+
+
+def test_parquet_rows_are_checked_by_row(tmp_path: Path) -> None:
+    nulls = _write_parquet(
+        tmp_path / "a" / "nulls.parquet", [*_records(0, 5), {"prompt": "p", "response": None}]
+    )
+    with pytest.raises(ConfigError, match=r"nulls.parquet: row 5: column 'response' is null"):
+        data.check_rows([nulls])
+    numbers = _write_parquet(tmp_path / "b" / "numbers.parquet", [{"prompt": 1, "response": "r"}])
+    with pytest.raises(ConfigError, match=r"numbers.parquet: column 'prompt' holds int64, not text"):
+        data.check_rows([numbers])
+    # Row numbers run on across the files of a folder, as the loaded dataset numbers them.
+    _write_parquet(tmp_path / "c" / "train-0.parquet", _records(0, 4))
+    _write_parquet(tmp_path / "c" / "train-1.parquet", [*_records(4, 2), {"prompt": None, "response": "r"}])
+    with pytest.raises(ConfigError, match=r"train-1.parquet: row 6: column 'prompt' is null"):
+        data.check_rows(data.dataset_files(tmp_path / "c"))
+    other = _write_parquet(tmp_path / "d" / "train-1.parquet", [{"prompt": "p", "response": "r", "x": 1}])
+    _write_parquet(tmp_path / "d" / "train-0.parquet", _records(0, 2))
+    with pytest.raises(ConfigError, match=r"train-1.parquet: its columns .* differ from those of .*train-0"):
+        data.check_rows(data.dataset_files(other.parent))
+
+
+def test_check_rows_counts_rows_and_empty_fields_in_every_format(tmp_path: Path) -> None:
+    records = [*_records(0, 4), {"prompt": "", "response": "r"}, {"prompt": "", "response": ""}]
+    jsonl = _write_jsonl(tmp_path / "rows.jsonl", records)
+    parquet = _write_parquet(tmp_path / "rows.parquet", records)
+    array = tmp_path / "rows.json"
+    array.write_text(json.dumps(records), encoding="utf-8")
+    for path in (jsonl, parquet, array):
+        check = data.check_rows([path])
+        assert (check.files, check.rows, check.empty_prompts, check.empty_responses) == (1, 6, 2, 1), path
+        raw, provenance = data.load_raw_dataset(str(path), revision="main")
+        assert len(raw) == 6 and provenance["empty"] == {"prompts": 2, "responses": 1}
 
 
 def test_missing_path_and_empty_folder(tmp_path: Path) -> None:
@@ -353,6 +412,7 @@ def test_hub_repo_id_loads_the_snapshot_folder(tmp_path: Path, monkeypatch: pyte
             {"path": "data/train-00000-of-00001.parquet", "size": shard.stat().st_size, "sha256": "f" * 64}
         ],
         "rows": 4,
+        "empty": {"prompts": 0, "responses": 0},
     }
 
 
@@ -390,8 +450,60 @@ def test_split_and_tokenize_is_upstreams_split_and_order(
     assert batch["input_ids"].shape == (4, 128)
 
 
+def test_empty_prompts_train_as_upstream_and_rows_with_nothing_to_learn_are_dropped(
+    tiny: TinyAssets, tokenizer: PreTrainedTokenizerBase, tmp_path: Path
+) -> None:
+    """Empty prompts are encoded as upstream encoded them; an empty response (alone or with an empty prompt)
+    leaves only the final eos to learn, where upstream's data.py raised: such rows are dropped from their
+    split after the split, counted, and every other row keeps upstream's split and order."""
+    records = synthetic_rows(seed=3, rows=400)
+    records[10]["prompt"] = ""
+    records[20]["response"] = ""
+    records[30]["prompt"] = records[30]["response"] = ""
+    path = _write_jsonl(tmp_path / "rows.jsonl", records)
+    raw, provenance = data.load_raw_dataset(str(path), revision="main")
+    assert provenance["empty"] == {"prompts": 2, "responses": 2}
+    with pytest.raises(data.UnlearnableRowError, match="only the final eos token is left to learn"):
+        data.encode_pair(tokenizer, "", "", 64)  # both empty: "\n" is the prompt, eos the only label
+    splits = data.split_and_tokenize(raw, tokenizer, _train_config(tiny, tmp_path, max_length=64))
+
+    upstream = raw.train_test_split(test_size=0.05, seed=42)
+    empty_prompt_seen = False
+    for ours, theirs in ((splits.train, upstream["train"]), (splits.validation, upstream["test"])):
+        kept = [row for row in theirs if row["response"]]
+        assert len(ours) == len(kept)
+        assert ours.column_names == list(data.MODEL_COLUMNS)
+        for i, row in enumerate(kept):
+            expected = data.encode_pair(tokenizer, row["prompt"], row["response"], 64)
+            assert {k: v.tolist() for k, v in ours[i].items()} == expected, i
+            if not row["prompt"]:
+                empty_prompt_seen = True
+                newline = len(tokenizer("\n")["input_ids"])  # upstream's prompt_len of an empty prompt
+                assert expected["labels"][:newline] == [-100] * newline
+                assert expected["labels"][newline] != -100
+    assert empty_prompt_seen
+    dropped = splits.dropped
+    assert dropped.rows == (20, 30) and dropped.train + dropped.validation == 2
+    assert dropped.as_json() == {
+        "rule": data.DROP_RULE,
+        "rows": 2,
+        "train": dropped.train,
+        "validation": dropped.validation,
+        "first": [20, 30],
+    }
+
+
+def test_a_dataset_with_nothing_to_learn_is_one_line(
+    tiny: TinyAssets, tokenizer: PreTrainedTokenizerBase, tmp_path: Path
+) -> None:
+    path = _write_jsonl(tmp_path / "empty.jsonl", [{"prompt": f"q{i}", "response": ""} for i in range(40)])
+    raw, _ = data.load_raw_dataset(str(path), revision="main")
+    with pytest.raises(ConfigError, match=r"empty.jsonl: no training rows left: every row of the training"):
+        data.split_and_tokenize(raw, tokenizer, _train_config(tiny, tmp_path, dataset_path=str(path)))
+
+
 @pytest.mark.slow
-def test_worker_processes_give_the_same_rows_and_name_bad_rows(
+def test_worker_processes_give_the_same_rows_and_drop_the_same_rows(
     tiny: TinyAssets, tokenizer: PreTrainedTokenizerBase, tmp_path: Path
 ) -> None:
     raw, _ = data.load_raw_dataset(str(tiny.jsonl), revision="main")
@@ -403,8 +515,11 @@ def test_worker_processes_give_the_same_rows_and_name_bad_rows(
     records = raw.to_list()
     records[2712]["response"] = ""
     broken = datasets.Dataset.from_list(records)
-    with pytest.raises(ConfigError, match=r"^row 2712: only the final eos token is left to learn"):
-        data.split_and_tokenize(broken, tokenizer, _train_config(tiny, tmp_path, num_proc=2, max_length=64))
+    splits = data.split_and_tokenize(
+        broken, tokenizer, _train_config(tiny, tmp_path, num_proc=2, max_length=64)
+    )
+    assert splits.dropped.rows == (2712,)
+    assert len(splits.train) + len(splits.validation) == len(records) - 1
 
 
 def test_tokenize_processes_caps() -> None:

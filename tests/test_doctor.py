@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from gpt4allj_kit import doctor, paths
-from gpt4allj_kit.config import load_profile, load_train_config
+from gpt4allj_kit.config import Profile, load_profile, load_train_config
 from gpt4allj_kit.doctor import Disk, Gpu, MachineFacts, OpStatus
 from gpt4allj_kit.errors import EnvironmentNotReady
 from gpt4allj_kit.fetch.cache import hub_cache_dir
@@ -87,6 +87,12 @@ def _machine(
     return facts.model_copy(update=changes)
 
 
+FOUR_OF_EIGHT = (
+    "4 GPUs visible, full needs 8, one per process: pass --num-processes 4 (--keep-global-batch keeps the "
+    "global batch 256)"
+)
+
+
 @pytest.fixture(scope="module")
 def full():  # type: ignore[no-untyped-def]
     return load_profile("full")
@@ -101,7 +107,7 @@ def test_the_published_machine_runs_full(full) -> None:  # type: ignore[no-untyp
 def test_fewer_gpus_says_which_accumulation_keeps_256(full) -> None:  # type: ignore[no-untyped-def]
     result = doctor.readiness(full, _machine(gpus=4))
     assert not result.can_run
-    assert result.reasons == ["4 GPUs visible, full needs 8"]
+    assert result.reasons == [FOUR_OF_EIGHT]
     assert any("not 256" in n and "gradient_accumulation_steps=2" in n for n in result.notes)
     three = doctor.readiness(full, _machine(gpus=3))
     assert any("256 is not divisible by 3" in n for n in three.notes)
@@ -135,7 +141,7 @@ def test_gpus_that_torch_cannot_see_point_at_the_driver(full) -> None:  # type: 
 
 def test_forced_preflight_returns_the_blocking_reasons(full) -> None:  # type: ignore[no-untyped-def]
     forced = doctor.preflight(full, _machine(gpus=4), force=True)
-    assert not forced.can_run and forced.reasons == ["4 GPUs visible, full needs 8"]
+    assert not forced.can_run and forced.reasons == [FOUR_OF_EIGHT]
 
 
 def test_unbuildable_deepspeed_optimizer_blocks(full) -> None:  # type: ignore[no-untyped-def]
@@ -165,6 +171,49 @@ def test_smoke_needs_no_gpu() -> None:
     report = _machine(gpus=0, cpu_cores=2, memory_gb=8.0)
     assert doctor.readiness(smoke, report).can_run
     assert not doctor.readiness(smoke, report.model_copy(update={"gloo": False})).can_run
+
+
+def _with_processes(profile: Profile, processes: int) -> Profile:
+    """The profile as `train --num-processes N` plans it (launch.planned_profile)."""
+    gpus = 0 if profile.launch.cpu else processes
+    return profile.model_copy(
+        update={
+            "launch": profile.launch.model_copy(update={"num_processes": processes}),
+            "requirements": profile.requirements.model_copy(update={"gpus": gpus}),
+        }
+    )
+
+
+def test_more_cpu_processes_than_cores_are_refused_with_what_to_pass() -> None:
+    smoke = load_profile("smoke")
+    two_cores = _machine(gpus=0, cpu_cores=2, memory_gb=8.0)
+    assert doctor.readiness(_with_processes(smoke, 2), two_cores).can_run
+    result = doctor.readiness(_with_processes(smoke, 4), two_cores)
+    assert result.reasons == [
+        "4 CPU processes but 2 usable CPU cores: each gloo process needs a core of its own, or every step "
+        "waits for one that is not running; pass --num-processes 2 (with --set gradient_accumulation_steps=2 "
+        "to keep the global batch)"
+    ]
+    three = doctor.readiness(_with_processes(smoke, 3), two_cores)
+    assert three.reasons[0].endswith("pass --num-processes 2")  # 3 is no multiple of 2: no accumulation
+    with pytest.raises(EnvironmentNotReady, match=r"cannot run profile 'smoke': 4 CPU processes") as refused:
+        doctor.preflight(_with_processes(smoke, 4), two_cores)
+    assert refused.value.exit_code == 3 and "\n" not in refused.value.message
+    assert not doctor.preflight(_with_processes(smoke, 4), two_cores, force=True).can_run  # --force goes on
+
+
+def test_more_gpu_processes_than_visible_gpus_are_refused_with_what_to_pass(full) -> None:  # type: ignore[no-untyped-def]
+    two_visible = _machine(gpus=2, cuda_visible_devices="0,3")
+    result = doctor.readiness(_with_processes(full, 8), two_visible)
+    assert result.reasons == [
+        "2 GPUs visible (CUDA_VISIBLE_DEVICES=0,3), full needs 8, one per process: pass --num-processes 2 "
+        "(--keep-global-batch keeps the global batch 256)"
+    ]
+    assert doctor.readiness(_with_processes(full, 2), two_visible).can_run
+    with pytest.raises(EnvironmentNotReady, match=r"--num-processes 2"):
+        doctor.preflight(_with_processes(full, 3), two_visible)
+    # The CPU core rule is for CPU launches only: 8 GPU processes on 4 cores are judged by min_cpu_cores.
+    assert doctor.readiness(_with_processes(full, 8), _machine(cpu_cores=8)).can_run
 
 
 def test_lock_drift_reads_pins_and_markers(tmp_path: Path) -> None:

@@ -9,20 +9,25 @@ Per row (`encode_pair` is the definition, `encode_batch` the fast equivalent, id
 - the input is ``prompt + "\\n" + response + eos``, truncated at ``max_length``; labels are the input ids with
   the first ``prompt_len`` positions set to -100; everything is right-padded to ``max_length`` (ids with the
   pad token, which is eos when the tokenizer has none; labels with -100; attention mask with 0);
-- a row that leaves fewer than two tokens to learn is an error: upstream asserted that labels are not all
-  -100 and raised when exactly one label was left (a response that is empty after the prompt).
+- an empty prompt is encoded like any other (``prompt_len`` counts the ``"\\n"``); a row that leaves fewer
+  than two tokens to learn (an empty response leaves only the final eos) cannot be encoded as upstream
+  did: upstream asserted that labels are not all -100 and raised when exactly one label was left.
+  `encode_pair` / `encode_batch` raise on it; the training drops such rows after the split and counts
+  them (`DROP_RULE`, recorded in the run manifest).
 
 The split is ``train_test_split(test_size=0.05, seed=seed)`` and the loaders keep its permutation (the
-reference commit did not shuffle).
+reference commit did not shuffle). Before any of it, `check_rows` streams every row of the files and
+stops on the first one that is unusable (schema, UTF-8, types), naming the file, line or row and column.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +47,14 @@ if TYPE_CHECKING:
 IGNORE_INDEX = -100
 REQUIRED_COLUMNS = ("prompt", "response")
 MODEL_COLUMNS = ("input_ids", "attention_mask", "labels")
+# Tokens a row leaves to learn after its prompt; upstream's data.py raised on rows with fewer than two
+# (all labels -100: an assertion; only the final eos: a bare `raise`), so the kit drops them instead.
+LEARNABLE = "learnable"
+MIN_LEARNABLE = 2
+DROP_RULE = (
+    "rows that leave fewer than 2 tokens to learn after the prompt (an empty response leaves only the final "
+    "eos) are dropped after the validation split; upstream's data.py stopped on such rows"
+)
 UPSTREAM_EOS = "</s>"
 # Rows per worker below which extra tokenization processes cost more than they save.
 _ROWS_PER_PROCESS = 2000
@@ -66,6 +79,7 @@ class DatasetSplits:
 
     train: datasets.Dataset
     validation: datasets.Dataset
+    dropped: DroppedRows = field(default_factory=lambda: DroppedRows())
 
 
 # --- per-row definition and batched equivalent ---
@@ -140,7 +154,7 @@ def encode_pair(
         prompt_len = sum(1 for token in cut if token != pad_id)
     ids = tokenizer(head + "\n" + response + eos, max_length=max_length, truncation=True)["input_ids"]
     learnable = len(ids) - prompt_len
-    if learnable < 2:
+    if learnable < MIN_LEARNABLE:
         raise _unlearnable(None, learnable, prompt)
     return _padded_row(ids, prompt_len, max_length, pad_id)
 
@@ -152,7 +166,8 @@ class EncodedArrays:
     input_ids: np.ndarray
     attention_mask: np.ndarray
     labels: np.ndarray
-    unlearnable: list[tuple[int, int]]  # (row in batch, learnable token count)
+    learnable: np.ndarray  # tokens each row leaves to learn after its prompt
+    unlearnable: list[tuple[int, int]]  # (row in batch, learnable token count) below MIN_LEARNABLE
 
 
 def _prompt_lengths(
@@ -185,7 +200,7 @@ def encode_arrays(
     pad_id = pad_token_id(tokenizer)
     if not prompts:
         empty = np.zeros((0, max_length), dtype=np.int64)
-        return EncodedArrays(empty, empty.copy(), empty.copy(), [])
+        return EncodedArrays(empty, empty.copy(), empty.copy(), np.zeros(0, dtype=np.int64), [])
     cut_prompts, prompt_lens = _prompt_lengths(tokenizer, list(prompts), max_length // 2, pad_id)
     pairs = zip(cut_prompts, responses, strict=True)
     texts = [p + "\n" + _rewrite_separators(r, eos) + eos for p, r in pairs]
@@ -198,8 +213,8 @@ def encode_arrays(
     real = positions < lengths[:, None]
     labels = np.where(real & (positions >= prompt_lens[:, None]), input_ids, IGNORE_INDEX)
     learnable = lengths - prompt_lens
-    unlearnable = [(int(i), int(learnable[i])) for i in np.flatnonzero(learnable < 2)]
-    return EncodedArrays(input_ids, real.astype(np.int64), labels, unlearnable)
+    unlearnable = [(int(i), int(learnable[i])) for i in np.flatnonzero(learnable < MIN_LEARNABLE)]
+    return EncodedArrays(input_ids, real.astype(np.int64), labels, learnable, unlearnable)
 
 
 def encode_batch(
@@ -255,44 +270,211 @@ def _file_format(path: Path) -> str:
     raise ConfigError(f"{path}: unsupported data file (expected .jsonl, .json or .parquet)")
 
 
-def _file_columns(path: Path) -> list[str]:
-    import json
-
-    if _file_format(path) == "parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            return list(pq.read_schema(path).names)
-        except Exception as exc:  # pyarrow raises several types for a damaged file
-            raise ConfigError(f"{path}: not a readable parquet file ({_first_line(exc)})") from None
-    with path.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{path}: line {number} is not JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise ConfigError(f"{path}: line {number} is not a JSON object")
-            return list(row)
-    raise ConfigError(f"{path}: the file holds no rows")
-
-
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[-1][:200]
 
 
-def _check_columns(files: list[Path]) -> None:
+# --- row checks: every row's schema, encoding and types, streamed (no tokenizer) ---
+
+
+@dataclass
+class RowCheck:
+    """What a pass over every row of the data files found (raised as one line when a row is unusable)."""
+
+    files: int = 0
+    rows: int = 0
+    empty_prompts: int = 0
+    empty_responses: int = 0
+
+    def count(self, prompt: str, response: str) -> None:
+        self.rows += 1
+        self.empty_prompts += not prompt
+        self.empty_responses += not response
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, list):
+        return "a list"
+    return "an object"
+
+
+def _missing_column(where: str, column: str, found: Iterable[str]) -> ConfigError:
+    return ConfigError(
+        f"{where}: missing column {column!r} (found {', '.join(found) or 'none'}; "
+        f"the recipe needs {' and '.join(REQUIRED_COLUMNS)})"
+    )
+
+
+class _JsonRows:
+    """The JSON rows of one or more files, checked one by one; a column keeps one type across them all
+    (datasets cannot load a column that holds text in one row and numbers in another)."""
+
+    def __init__(self, check: RowCheck) -> None:
+        self.check = check
+        self.kinds: dict[str, tuple[str, str]] = {}  # column -> (kind, where it was first seen)
+
+    def row(self, record: object, where: str) -> None:
+        if not isinstance(record, dict):
+            raise ConfigError(f"{where}: not a JSON object")
+        for column in REQUIRED_COLUMNS:
+            if column not in record:
+                raise _missing_column(where, column, record)
+            value = record[column]
+            if value is None:
+                raise ConfigError(f"{where}: column {column!r} is null (the recipe needs text)")
+            if not isinstance(value, str):
+                raise ConfigError(f"{where}: column {column!r} is {_json_kind(value)}, not text")
+        for column, value in record.items():
+            if value is None:
+                continue
+            kind = _json_kind(value)
+            first = self.kinds.setdefault(column, (kind, where))
+            if first[0] != kind:
+                raise ConfigError(
+                    f"{where}: column {column!r} is {kind}, but {first[0]} at {first[1]}; "
+                    "a column holds one type"
+                )
+        self.check.count(record["prompt"], record["response"])
+
+    def file(self, path: Path) -> None:
+        with path.open("rb") as fh:
+            head = fh.read(4096).lstrip()
+        if path.suffix.lower() == ".json" and head.startswith(b"["):
+            self._document(path)
+            return
+        with path.open("rb") as fh:
+            for number, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue  # datasets skips blank lines too
+                where = f"{path}: line {number} (row {self.check.rows})"
+                try:
+                    text = line.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise ConfigError(f"{where}: {_not_utf8(line, exc)}") from None
+                try:
+                    record = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise ConfigError(f"{where}: not JSON ({exc.msg} at character {exc.colno})") from None
+                self.row(record, where)
+
+    def _document(self, path: Path) -> None:
+        """A .json file holding one array of rows (datasets reads those too)."""
+        raw = path.read_bytes()
+        try:
+            records = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: {_not_utf8(raw, exc)}") from None
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}: line {exc.lineno}: not JSON ({exc.msg})") from None
+        for index, record in enumerate(records):
+            self.row(record, f"{path}: item {index} (row {self.check.rows})")
+
+
+def _not_utf8(raw: bytes, exc: UnicodeDecodeError) -> str:
+    """Which column holds the bytes that are not UTF-8, when the rest of the line is readable JSON."""
+    where = f"byte 0x{raw[exc.start]:02x} at offset {exc.start}"
+    try:
+        record = json.loads(raw.decode("utf-8", errors="surrogateescape"))
+    except json.JSONDecodeError:
+        return f"not UTF-8 ({where})"
+    bad = (
+        [k for k, v in record.items() if isinstance(v, str) and _has_surrogates(v)]
+        if isinstance(record, dict)
+        else []
+    )
+    what = f"column {bad[0]!r}" if bad else "it"
+    return f"{what} holds bytes that are not UTF-8 ({where}); the data must be UTF-8 text"
+
+
+def _has_surrogates(text: str) -> bool:
+    return any("\udc80" <= ch <= "\udcff" for ch in text)
+
+
+def _parquet_rows(path: Path, check: RowCheck, first: tuple[Path, Any] | None) -> tuple[Path, Any]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+        schema = parquet.schema_arrow
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise ConfigError(f"{path}: not a readable parquet file ({_first_line(exc)})") from None
+    for column in REQUIRED_COLUMNS:
+        if column not in schema.names:
+            raise _missing_column(str(path), column, schema.names)
+        kind = schema.field(column).type
+        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+            raise ConfigError(f"{path}: column {column!r} holds {kind}, not text")
+    if first is not None and not first[1].equals(schema):
+        raise ConfigError(f"{path}: its columns ({schema.names}) differ from those of {first[0]}")
+    offset = check.rows
+    for batch in parquet.iter_batches(columns=list(REQUIRED_COLUMNS), batch_size=65536):
+        columns = {name: batch.column(name) for name in REQUIRED_COLUMNS}
+        for name, values in columns.items():
+            if values.null_count:
+                row = int(pc.index(pc.is_null(values), True).as_py())
+                raise ConfigError(
+                    f"{path}: row {offset + row}: column {name!r} is null (the recipe needs text)"
+                )
+            try:
+                values.validate(full=True)
+            except pa.ArrowInvalid:
+                row = next(i for i, v in enumerate(values.cast(pa.binary()).to_pylist()) if not _is_utf8(v))
+                raise ConfigError(
+                    f"{path}: row {offset + row}: column {name!r} holds bytes that are not UTF-8"
+                ) from None
+        empty = {name: _empty_count(pc, values) for name, values in columns.items()}
+        check.rows += batch.num_rows
+        check.empty_prompts += empty["prompt"]
+        check.empty_responses += empty["response"]
+        offset += batch.num_rows
+    return first or (path, schema)
+
+
+def _empty_count(pc: Any, values: Any) -> int:
+    return int(pc.sum(pc.equal(pc.binary_length(values), 0)).as_py() or 0)
+
+
+def _is_utf8(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def check_rows(files: list[Path]) -> RowCheck:
+    """Every row of the data files, streamed: the schema (prompt and response present), the encoding
+    (UTF-8), the types (text, never null; other columns one type each). A bad row is one ConfigError line
+    naming the file, the line or row, and the column. Nothing is tokenized: empty prompts and responses
+    are counted here and handled by the encoding (see `split_and_tokenize`).
+
+    The training loads its data through this check (`load_raw_dataset`), and `gpt4allj-kit train` calls it
+    before launching anything.
+    """
+    formats = {_file_format(f) for f in files}
+    if len(formats) > 1:
+        raise ConfigError(f"{files[0].parent}: mixes jsonl and parquet files; point at one kind")
+    check = RowCheck(files=len(files))
+    json_rows = _JsonRows(check)
+    first_schema: tuple[Path, Any] | None = None
     for path in files:
-        columns = _file_columns(path)
-        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-        if missing:
-            raise ConfigError(
-                f"{path}: missing column {missing[0]!r} (found {', '.join(columns) or 'none'}; "
-                f"the recipe needs {' and '.join(REQUIRED_COLUMNS)})"
-            )
+        before = check.rows
+        if _file_format(path) == "parquet":
+            first_schema = _parquet_rows(path, check, first_schema)
+        else:
+            json_rows.file(path)
+        if check.rows == before:
+            raise ConfigError(f"{path}: the file holds no rows")
+    return check
 
 
 def _check_values(dataset: datasets.Dataset, where: str) -> None:
@@ -303,23 +485,15 @@ def _check_values(dataset: datasets.Dataset, where: str) -> None:
         dtype = getattr(feature, "dtype", None)
         if dtype not in ("string", "large_string"):
             raise ConfigError(f"{where}: column {column!r} holds {feature}, not text")
-        nulls = dataset.data.column(column).null_count
-        if nulls:
-            first = dataset.data.column(column).is_null().to_numpy(zero_copy_only=False).argmax()
-            raise ConfigError(f"{where}: column {column!r} is null in {nulls} rows (first: row {first})")
 
 
 def _load_files(files: list[Path]) -> datasets.Dataset:
     import datasets
 
-    _check_columns(files)
-    formats = {_file_format(f) for f in files}
-    if len(formats) > 1:
-        raise ConfigError(f"{files[0].parent}: mixes jsonl and parquet files; point at one kind")
     try:
-        return datasets.load_dataset(formats.pop(), data_files=[str(f) for f in files], split="train")
-    except ConfigError:
-        raise
+        return datasets.load_dataset(
+            _file_format(files[0]), data_files=[str(f) for f in files], split="train"
+        )
     except Exception as exc:  # datasets wraps reader failures in several exception types
         names = files[0].name if len(files) == 1 else f"{files[0].parent} ({len(files)} files)"
         raise ConfigError(f"{names}: cannot be read as a dataset ({_first_line(exc)})") from None
@@ -349,7 +523,19 @@ def _snapshot_records(files: list[Path], snap: Any) -> list[dict[str, Any]]:
     return records
 
 
-def _local_files(path: Path) -> list[Path]:
+def local_path(name: str, key: str) -> Path | None:
+    """The local file or folder `name` names; None when it is a hub repo id (`org/name`) instead; a
+    one-line ConfigError naming the config `key` when it is neither."""
+    local = Path(name).expanduser()
+    if local.exists():
+        return local
+    if _HUB_REPO_ID.match(name):
+        return None
+    raise ConfigError(f"{key} {name!r}: no such file or folder, and not a hub repo id")
+
+
+def dataset_files(path: Path) -> list[Path]:
+    """The files a dataset path is read from: the file itself, or a folder's `data_files`."""
     if path.is_dir():
         return data_files(path)
     _file_format(path)
@@ -363,11 +549,12 @@ def load_raw_dataset(
 
     `dataset_path` is a local jsonl/parquet file, a folder of them, or a hub dataset repo id, which is
     fetched by commit through `fetch_snapshot` (`revision` applies to hub repos only; local files have
-    none). Provenance: source, path, repo_id, revision, sha, files [{path, size, sha256}], rows.
+    none). Every row passes `check_rows` first. Provenance: source, path, repo_id, revision, sha, files
+    [{path, size, sha256}], rows, and the counts of empty prompts and responses.
     """
-    local = Path(dataset_path).expanduser()
-    if local.exists():
-        files = _local_files(local)
+    local = local_path(dataset_path, "dataset_path")
+    if local is not None:
+        files = dataset_files(local)
         provenance: dict[str, Any] = {
             "source": "local",
             "path": str(local.resolve()),
@@ -376,11 +563,11 @@ def load_raw_dataset(
             "sha": None,
             "files": _file_records(files, None),
         }
-    elif _HUB_REPO_ID.match(dataset_path):
+    else:
         from gpt4allj_kit.fetch.snapshot import fetch_snapshot
 
         snap = fetch_snapshot(dataset_path, repo_type="dataset", revision=revision, cache_dir=cache_dir)
-        files = data_files(Path(snap.path))
+        files = dataset_files(Path(snap.path))
         provenance = {
             "source": "hub",
             "path": str(snap.path),
@@ -389,11 +576,13 @@ def load_raw_dataset(
             "sha": snap.sha,
             "files": _snapshot_records(files, snap),
         }
-    else:
-        raise ConfigError(f"dataset_path {dataset_path!r}: no such file or folder, and not a hub repo id")
+    checked = check_rows(files)
     dataset = _load_files(files)
     _check_values(dataset, dataset_path)
+    if len(dataset) != checked.rows:
+        raise ConfigError(f"{dataset_path}: {checked.rows} rows checked, but datasets read {len(dataset)}")
     provenance["rows"] = len(dataset)
+    provenance["empty"] = {"prompts": checked.empty_prompts, "responses": checked.empty_responses}
     return dataset, provenance
 
 
@@ -415,7 +604,7 @@ def tokenize_processes(requested: int, rows: int, *, streaming: bool = False) ->
 
 
 class _BatchEncoder:
-    """datasets.map function: int32/int8 arrays (torch format yields int64) and errors naming the row."""
+    """datasets.map function: int32/int8 arrays (torch format yields int64) and each row's learnable count."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, max_length: int) -> None:
         self.tokenizer = tokenizer
@@ -424,22 +613,21 @@ class _BatchEncoder:
         # hash of this module makes a kit update that changes the encoding re-tokenize instead.
         self.code_sha = sha256_file(Path(__file__))
 
-    def __call__(self, batch: dict[str, list[Any]], indices: list[int]) -> dict[str, np.ndarray]:
+    def __call__(self, batch: dict[str, list[Any]]) -> dict[str, np.ndarray]:
         arrays = encode_arrays(self.tokenizer, batch["prompt"], batch["response"], self.max_length)
-        if arrays.unlearnable:
-            row, learnable = arrays.unlearnable[0]
-            raise _unlearnable(indices[row], learnable, batch["prompt"][row])
         return {
             "input_ids": arrays.input_ids.astype(np.int32),
             "attention_mask": arrays.attention_mask.astype(np.int8),
             "labels": arrays.labels.astype(np.int32),
+            LEARNABLE: arrays.learnable.astype(np.int32),
         }
 
 
 def tokenize_dataset(
     raw: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, max_length: int, *, num_proc: int = 1
 ) -> datasets.Dataset:
-    """Every row of `raw` encoded (errors name the row of `raw`), in torch format."""
+    """Every row of `raw` encoded, in torch format (the model's columns), with a `learnable` column: the
+    tokens each row leaves to learn (see `split_and_tokenize` for the rows with fewer than two)."""
     import datasets
 
     features = datasets.Features(
@@ -447,13 +635,13 @@ def tokenize_dataset(
             "input_ids": datasets.List(datasets.Value("int32")),
             "attention_mask": datasets.List(datasets.Value("int8")),
             "labels": datasets.List(datasets.Value("int32")),
+            LEARNABLE: datasets.Value("int32"),
         }
     )
     processes = tokenize_processes(num_proc, len(raw))
     tokenized = raw.map(
         _BatchEncoder(tokenizer, max_length),
         batched=True,
-        with_indices=True,
         remove_columns=raw.column_names,
         features=features,
         num_proc=processes if processes > 1 else None,
@@ -463,6 +651,38 @@ def tokenize_dataset(
     return tokenized
 
 
+@dataclass(frozen=True)
+class DroppedRows:
+    """The rows left out by the one documented rule (`DROP_RULE`): which, and from which split."""
+
+    rows: tuple[int, ...] = ()  # indices in the loaded data
+    train: int = 0
+    validation: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "rule": DROP_RULE,
+            "rows": len(self.rows),
+            "train": self.train,
+            "validation": self.validation,
+            "first": list(self.rows[:20]),
+        }
+
+
+def _learnable(dataset: datasets.Dataset) -> np.ndarray:
+    return np.asarray(dataset.with_format("numpy", columns=[LEARNABLE])[LEARNABLE])
+
+
+def _learnable_only(dataset: datasets.Dataset) -> tuple[datasets.Dataset, int]:
+    """The rows of a split that leave something to learn (in the split's order), the model's columns
+    only; and how many were left out."""
+    keep = np.flatnonzero(_learnable(dataset) >= MIN_LEARNABLE)
+    kept = dataset.select(keep) if keep.size < len(dataset) else dataset
+    kept = kept.remove_columns(LEARNABLE)
+    kept.set_format("torch", columns=list(MODEL_COLUMNS))
+    return kept, len(dataset) - int(keep.size)
+
+
 def split_and_tokenize(
     raw: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, config: TrainConfig
 ) -> DatasetSplits:
@@ -470,12 +690,23 @@ def split_and_tokenize(
 
     Rows are tokenized before the split: encoding is per row, and `train_test_split` draws its
     permutation from the seed and the row count alone, so the result is the same as upstream's
-    split-then-tokenize, while an error can name the row of the loaded data.
+    split-then-tokenize. Rows that leave fewer than two tokens to learn (an empty response: upstream's
+    data.py raised on them) are then dropped from their split (`DROP_RULE`), after the split, so every
+    other row keeps the split and the position upstream's permutation gives it.
     """
     num_proc = 1 if config.streaming else config.num_proc
     tokenized = tokenize_dataset(raw, tokenizer, config.max_length, num_proc=num_proc)
+    unlearnable = np.flatnonzero(_learnable(tokenized) < MIN_LEARNABLE)
     split = tokenized.train_test_split(test_size=VALIDATION_FRACTION, seed=config.seed)
-    return DatasetSplits(train=split["train"], validation=split["test"])
+    train, from_train = _learnable_only(split["train"])
+    validation, from_validation = _learnable_only(split["test"])
+    dropped = DroppedRows(tuple(int(i) for i in unlearnable), from_train, from_validation)
+    if len(train) == 0:
+        raise ConfigError(
+            f"{config.dataset_path}: no training rows left: every row of the training split leaves fewer "
+            f"than {MIN_LEARNABLE} tokens to learn (empty responses?)"
+        )
+    return DatasetSplits(train=train, validation=validation, dropped=dropped)
 
 
 # --- collators ---

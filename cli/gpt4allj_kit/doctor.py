@@ -23,7 +23,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from gpt4allj_kit import __version__, paths
-from gpt4allj_kit.config import Profile, load_profile, load_train_config
+from gpt4allj_kit.config import Profile, TrainConfig, load_profile, load_train_config
+from gpt4allj_kit.data import available_cores
 from gpt4allj_kit.errors import ConfigError, EnvironmentNotReady
 from gpt4allj_kit.fetch.cache import hub_cache_dir
 from gpt4allj_kit.fetch.endpoint import token_source
@@ -96,7 +97,7 @@ class MachineFacts(BaseModel):
     kit_version: str
     python: str
     platform: str
-    cpu_cores: int
+    cpu_cores: int = Field(description="the cores this process may run on (its CPU affinity)")
     memory_gb: float
     torch: str | None
     torch_cuda: str | None
@@ -104,6 +105,7 @@ class MachineFacts(BaseModel):
     driver: str | None = Field(None, description="NVIDIA driver version from nvidia-smi")
     smi_gpus: int | None = Field(None, description="GPUs nvidia-smi lists (None without nvidia-smi)")
     gpus: list[Gpu] = Field(default_factory=list)
+    cuda_visible_devices: str | None = Field(None, description="CUDA_VISIBLE_DEVICES, when set")
     bf16: bool
     nccl: bool
     nccl_version: str | None
@@ -318,7 +320,7 @@ def collect(profiles: list[Profile] | None = None) -> MachineFacts:
         kit_version=__version__,
         python=platform.python_version(),
         platform=platform.platform(),
-        cpu_cores=os.cpu_count() or 1,
+        cpu_cores=available_cores(),
         memory_gb=round(psutil.virtual_memory().total / 1e9, 1),
         torch=torch.__version__ if torch is not None else None,
         torch_cuda=torch.version.cuda if torch is not None else None,
@@ -326,6 +328,7 @@ def collect(profiles: list[Profile] | None = None) -> MachineFacts:
         driver=driver,
         smi_gpus=smi_gpus,
         gpus=gpus,
+        cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
         bf16=bool(cuda and torch.cuda.is_bf16_supported()),
         nccl=bool(distributed and torch.distributed.is_nccl_available()),
         nccl_version=nccl_version,
@@ -376,6 +379,42 @@ def _fewer_gpus_note(target: int, per_device: int, have: int, need: int) -> str:
     )
 
 
+def _fewer_gpus_reason(profile: Profile, facts: MachineFacts) -> str:
+    """Fewer visible GPUs than processes: accelerate gives process N the GPU `cuda:N`, so a process
+    without one fails at start-up (upstream's commonest crash); say what to pass instead."""
+    have, need = len(facts.gpus), profile.requirements.gpus
+    visible = f" (CUDA_VISIBLE_DEVICES={facts.cuda_visible_devices})" if facts.cuda_visible_devices else ""
+    return (
+        f"{have} GPU{'s' if have != 1 else ''} visible{visible}, {profile.name} needs {need}, one per "
+        f"process: pass --num-processes {have} (--keep-global-batch keeps the global batch "
+        f"{REFERENCE_GLOBAL_BATCH})"
+    )
+
+
+def _cpu_process_findings(profile: Profile, facts: MachineFacts, config: TrainConfig) -> list[str]:
+    """More CPU (gloo) processes than usable cores: refused.
+
+    Each process computes its share of every step and all of them meet in each all-reduce; with more
+    processes than cores they take turns on the same cores, so every step waits for a descheduled one.
+    The run is slower than with one process per core and computes nothing more (gradient accumulation
+    gives the same global batch with fewer processes).
+    """
+    launch = profile.launch
+    processes = launch.num_processes if isinstance(launch.num_processes, int) else 1
+    cores = facts.cpu_cores
+    if not launch.cpu or processes <= cores:
+        return []
+    keep = ""
+    if processes % cores == 0:
+        accumulation = config.gradient_accumulation_steps * processes // cores
+        keep = f" (with --set gradient_accumulation_steps={accumulation} to keep the global batch)"
+    return [
+        f"{processes} CPU processes but {cores} usable CPU core{'s' if cores != 1 else ''}: each gloo "
+        f"process needs a core of its own, or every step waits for one that is not running; pass "
+        f"--num-processes {cores}{keep}"
+    ]
+
+
 def zero2_model_states_gb(params: int, gpus: int) -> float:
     """Per-GPU memory of ZeRO-2 model states with bf16 mixed precision, before activations.
 
@@ -421,7 +460,7 @@ def _gpu_findings(profile: Profile, facts: MachineFacts, batch: int) -> tuple[li
         return reasons, notes
     have = len(facts.gpus)
     if have < req.gpus:
-        reasons.append(f"{have} GPU{'s' if have != 1 else ''} visible, {profile.name} needs {req.gpus}")
+        reasons.append(_fewer_gpus_reason(profile, facts))
         notes.append(_fewer_gpus_note(target, batch, have, req.gpus))
     elif have > req.gpus:
         notes.append(f"{have} GPUs visible; the launch uses {req.gpus} (num_processes), the rest stay idle")
@@ -507,6 +546,7 @@ def readiness(profile: Profile, facts: MachineFacts | None = None) -> Readiness:
         return Readiness(profile=profile.name, can_run=False, reasons=[f"training config: {exc.message}"])
     reasons, notes = _software_findings(profile, facts)
     reasons += _machine_findings(profile, facts)
+    reasons += _cpu_process_findings(profile, facts, config)
     if profile.requirements.gpus > 0:
         gpu_reasons, gpu_notes = _gpu_findings(profile, facts, config.batch_size)
         reasons += gpu_reasons

@@ -179,6 +179,12 @@ def stage_train(run: Run) -> Outcome:
             overrides={"output_dir": str(train_dir), "asset_lock": str(run.lock)},
         )
     )
+    # The same checks as `gpt4allj-kit train`: a bad model or data row is one line before any launch.
+    checked = train_launch.check_inputs(plan)
+    run.facts["train_inputs"] = {
+        "rows": checked.rows.rows if checked.rows is not None else None,
+        "notes": checked.notes,
+    }
     run.facts["train_command"] = plan.shell()
     total = plan.hyper.total_steps
     # Nothing to resume from: a training killed before its first saved state is moved aside, not reused.
@@ -194,7 +200,8 @@ def stage_train(run: Run) -> Outcome:
             f"training exited with code {code} (log: {training.log_file}); re-run the same command to resume",
             exit_code=ExitCode.ENVIRONMENT,
         )
-    detail = f"resumed from {resume}" if resume else None
+    details = ([f"resumed from {resume}"] if resume else []) + checked.notes
+    detail = "; ".join(details) or None
     return Outcome(key=f"{lifecycle.last_step(train_dir)} steps", path=train_dir, detail=detail)
 
 

@@ -277,3 +277,17 @@ def test_a_training_still_running_into_the_run_dir_is_not_started_twice(tmp_path
     assert done.returncode == 3, done.stderr
     assert f"still running (pid {orphan.pid})" in done.stderr and "Traceback" not in done.stderr
     assert load_state(run_dir).stage("train").status == "failed"
+
+
+def test_bad_training_data_stops_the_train_stage_before_anything_is_launched(tmp_path: Path, kit_cli) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "p", "response": "r"}\n{"prompt": "p", "source": "s"}\n')
+    run_dir = tmp_path / "run"
+    argv = ("reproduce", "--profile", "smoke", "--output", run_dir, "--set", f"dataset_path={bad}")
+    done = kit_cli(*argv, env=OFFLINE, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert f"{bad}: line 2 (row 1): missing column 'response'" in done.stderr
+    assert "Traceback" not in done.stderr and "ChildFailedError" not in done.stderr
+    train = load_state(run_dir).stage("train")
+    assert train.status == "failed" and "missing column 'response'" in (train.detail or "")
+    assert not (run_dir / "train" / "train_config.yaml").exists()  # nothing was launched

@@ -25,7 +25,8 @@ ROWS = 40
 LAUNCH_TIMEOUT_S = 900
 # The reference runs' settings over the common ones below (the resume tests repeat them).
 DDP_SETS = {"shuffle": True, "log_grads_every": 2}
-DEEPSPEED_SETS = {"gradient_accumulation_steps": 2, "save_every": 2, "log_grads_every": 2}
+# eval_every 2 with accumulation 2: upstream's cadence validates inside an accumulation window (batch 2).
+DEEPSPEED_SETS = {"gradient_accumulation_steps": 2, "eval_every": 2, "save_every": 2, "log_grads_every": 2}
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ def launch_train(tiny: TinyAssets, train_data: Path, tmp_path_factory):
     """A function running train.py through `accelerate launch` with 2 CPU processes; returns a Run.
 
     As `gpt4allj-kit train` does, the resolved config is written into the output dir and given to
-    `train.py --config`.
+    `train.py --config` (or to `script`, another loop taking the same `--config`).
     """
     tmp_root = tmp_path_factory.mktemp("train-tmp")
 
@@ -70,6 +71,7 @@ def launch_train(tiny: TinyAssets, train_data: Path, tmp_path_factory):
         dynamo: str = "no",
         resume: str | None = None,
         kill_after_step: int | None = None,
+        script: Path | None = None,
     ) -> Run:
         launch_config = LaunchConfig(
             num_processes=2,
@@ -102,6 +104,8 @@ def launch_train(tiny: TinyAssets, train_data: Path, tmp_path_factory):
         if resume:
             train_args += ["--resume", resume]
         argv = accelerate_command(launch_config, train_args, num_processes=2)
+        if script is not None:  # another loop on the same config (the upstream reference)
+            argv[argv.index("train.py")] = str(script)
         env = {**os.environ, **launch_env(launch_config), "TMPDIR": str(tmp_root), "OMP_NUM_THREADS": "1"}
         # Without the explicit variable, train.py must recover --dynamo_backend from the launcher (tested).
         env.pop("ACCELERATE_DYNAMO_BACKEND", None)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 from gpt4allj_kit import paths
-from gpt4allj_kit.config import LaunchConfig, load_profile
+from gpt4allj_kit.config import LaunchConfig, load_profile, load_train_config
 from gpt4allj_kit.errors import ConfigError
 from gpt4allj_kit.train import checkpoint, launch, optim
 from gpt4allj_kit.train.loop import launcher_dynamo_backend
@@ -110,6 +112,8 @@ def test_dry_run_smoke_prints_command_and_hyperparameters(kit_cli, tmp_path: Pat
                          ("ZeRO stage", "2" if deepspeed else r"none \(DDP\)")]:  # fmt: skip
         assert re.search(rf"{label}\s*│\s*{value}\s*│", result.stdout), label
     assert "WarmupLR" in out and "AdamW" in out  # DeepSpeed's, or the torch LambdaLR equal to it
+    assert re.search(r"validation\s*│\s*after batch index N > 0 with N % 100 == 0", result.stdout)
+    assert "(upstream's cadence)" in out
 
 
 def test_dry_run_keep_global_batch_raises_accumulation(kit_cli) -> None:
@@ -205,3 +209,121 @@ def test_checkpoint_key_resumes_like_resume_and_is_resolved_in_the_plan(tmp_path
     plan = _smoke_plan(out, f"checkpoint={out / 'step_2'}", resume="latest")
     assert plan.config.checkpoint == str(newest) and plan.changes["checkpoint"] == str(newest)
     assert plan.argv[-3:] == ["train.py", "--config", str(out / launch.CONFIG_FILE)]
+
+
+# --- checks before anything is launched --------------------------------------------------------------------
+
+
+def _refused_before_launch(result: subprocess.CompletedProcess[str], code: int, cwd: Path) -> str:
+    """The one error line of a command that stopped before launching anything."""
+    assert result.returncode == code, result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "accelerate launch" not in result.stdout
+    assert not (cwd / "outputs").exists()  # nothing written, nothing started
+    return errors[0]
+
+
+def test_bad_data_and_models_stop_before_launch_with_one_line(kit_cli, tmp_path: Path, tiny) -> None:
+    latin1 = tmp_path / "latin1.jsonl"
+    latin1.write_bytes(b'{"prompt": "p", "response": "r"}\n{"prompt": "caf\xe9", "response": "r"}\n')
+    error = _refused_before_launch(
+        kit_cli("train", "--profile", "smoke", "--set", f"dataset_path={latin1}", cwd=tmp_path), 2, tmp_path
+    )
+    assert f"{latin1}: line 2 (row 1): column 'prompt' holds bytes that are not UTF-8" in error
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": None}))
+    error = _refused_before_launch(
+        kit_cli("train", "--profile", "smoke", "--set", f"model_name={model}", cwd=tmp_path), 2, tmp_path
+    )
+    assert f"{model / 'config.json'}: key 'model_type' is None" in error
+
+
+def test_more_processes_than_cores_are_refused_unless_forced(kit_cli, tmp_path: Path) -> None:
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    result = kit_cli("train", "--profile", "smoke", "--num-processes", str(cores + 1), cwd=tmp_path)
+    assert result.returncode == 3, result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr
+    assert f"{cores + 1} CPU processes but {cores} usable CPU core" in errors[0]
+    assert f"pass --num-processes {cores}" in errors[0] and "--force" in errors[0]
+    # --force goes on with the reason shown (checked without launching: the plan's preflight).
+    plan = _smoke_plan(tmp_path / "out", f"num_proc={1}")
+    plan = replace(plan, hyper=replace(plan.hyper, num_processes=cores + 1))
+    forced = launch.preflight(plan, force=True)
+    assert not forced.can_run and any("usable CPU core" in r for r in forced.reasons)
+
+
+def test_dry_run_counts_the_rows_of_the_fetched_hub_dataset(kit_cli, tmp_path: Path) -> None:
+    """After `gpt4allj-kit fetch`, the dry run counts rows and steps from the fetched snapshot (found through
+    the lock and the hub cache, as the training finds it), and checks those rows before any launch."""
+    from fetch.conftest import DATA, jsonl
+    from fetch.standin import HubStandIn
+    from gpt4allj_kit.assets import synthetic_rows
+
+    hub = HubStandIn().start()
+    try:
+        rows = synthetic_rows(seed=11, rows=45)
+        hub.repo(DATA, "dataset").commit({"data/train-00000-of-00001.jsonl": jsonl(rows)}, "v1.0")
+        rows[7]["response"] = None  # type: ignore[assignment]
+        hub.repo(DATA, "dataset").commit({"data/train-00000-of-00001.jsonl": jsonl(rows)}, "v1.1-breezy")
+        env = {"HF_ENDPOINT": hub.endpoint, "HF_HOME": str(tmp_path / "hf")}
+        args = ("train", "--revision", "v1.0", "--num-processes", "2", "--dry-run")
+        fetched = kit_cli("fetch", "--revision", "v1.0", "--what", "data", env=env, cwd=tmp_path)
+        assert fetched.returncode == 0, fetched.stderr
+        after = kit_cli(*args, env=env, cwd=tmp_path)
+        assert after.returncode == 0, after.stderr
+        # 45 rows, 3 held out; 32 per process x 2 processes -> 1 step per epoch, 2 epochs.
+        for label, value in (
+            ("training rows", "42"),
+            ("steps per epoch", "1"),
+            ("total optimizer steps", "2"),
+        ):
+            assert re.search(rf"{label}\s*│\s*{value}\s*│", after.stdout), (label, after.stdout)
+        # The base model was not fetched: online the training fetches it (a note), offline it cannot (exit 3).
+        assert "model EleutherAI/gpt-j-6B@main (model_name) is not fetched yet" in " ".join(
+            after.stderr.split()
+        )
+        offline = kit_cli(*args, env={**env, **kit_cli.OFFLINE}, cwd=tmp_path)
+        error = _refused_before_launch(offline, 3, tmp_path)
+        assert "model EleutherAI/gpt-j-6B@main (model_name) is not in the hub cache" in error
+
+        # The rows of a fetched snapshot are checked before launch: file, line and column.
+        assert (
+            kit_cli("fetch", "--revision", "v1.1-breezy", "--what", "data", env=env, cwd=tmp_path).returncode
+            == 0
+        )
+        bad = kit_cli("train", "--revision", "v1.1-breezy", "--num-processes", "2", env=env, cwd=tmp_path)
+        error = _refused_before_launch(bad, 2, tmp_path)
+        assert "train-00000-of-00001.jsonl: line 8 (row 7): column 'response' is null" in error
+    finally:
+        hub.stop()
+
+
+def test_count_rows_counts_the_files_the_training_reads(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def rows_of(path: Path | str) -> int | None:
+        values = {"model_name": "m", "tokenizer_name": "t", "dataset_path": str(path), "output_dir": "o"}
+        return launch.count_rows(load_train_config(None, values))
+
+    row = json.dumps({"prompt": "p", "response": "r"})
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    (clean / "a_clean.jsonl").write_text(f"{row}\n\n{row}\n{row}\n")
+    (clean / "notes.jsonl").write_text(f"{row}\n" * 5)  # not *_clean: the training does not read it
+    assert rows_of(clean) == 3
+    array = tmp_path / "rows.json"
+    array.write_text(json.dumps([{"prompt": "p", "response": "r"}] * 4, indent=1))
+    assert rows_of(array) == 4
+    hub = tmp_path / "hub" / "data"
+    hub.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist([{"prompt": "p", "response": "r"}] * 2), hub / "train-0.parquet")
+    pq.write_table(pa.Table.from_pylist([{"prompt": "p", "response": "r"}]), hub / "test-0.parquet")
+    assert rows_of(hub.parent) == 2
+    assert rows_of("./missing.jsonl") is None  # the checks before launch say why

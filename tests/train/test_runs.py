@@ -41,7 +41,13 @@ def test_ddp_run_trains_and_saves(ddp_reference) -> None:
         "time",
     ):
         assert key in train[-1]
-    assert {"epoch_1", "epoch_2", "final", "step_3", "step_6", "step_9"} <= {p.name for p in out.iterdir()}
+    # Upstream's cadence (faithful padding): a state after batch index 3 of each epoch, named by the batch
+    # counted over epochs (5 per epoch); validation after batch index 3 and at each epoch's end.
+    assert sorted(p.name for p in out.glob("step_*")) == ["step_3", "step_8"]
+    assert {"epoch_1", "epoch_2", "final"} <= {p.name for p in out.iterdir()}
+    assert [(m["batch"], m["step"]) for m in ddp_reference.metrics() if "val_loss" in m] == [
+        (3, 4), (4, 5), (8, 9), (9, 10)
+    ]  # fmt: skip
     assert not [p.name for p in out.iterdir() if p.name.startswith(".tmp-")]
     manifest = ddp_reference.manifest()
     assert manifest["stage"] == "train"
@@ -92,6 +98,29 @@ def test_deepspeed_run_counts_steps_compiles_and_saves_bf16(deepspeed_reference)
     assert train[-1]["train_loss"] < train[0]["train_loss"] - 0.3
 
 
+def test_accumulation_keeps_upstreams_validations_and_ends_windows_before_saving(deepspeed_reference) -> None:
+    """Accumulation 2, eval_every 2, save_every 2, 5 batches per epoch: validation after batch index 2 (inside
+    the window of batches 2-3, before its optimizer step, as upstream) and at each epoch's end; upstream's
+    saves after batch 2 and 4 are taken at the ends of their windows (batch 3, and 4 which ends the epoch)."""
+    out = deepspeed_reference.output_dir
+    validations = [(m["batch"], m["step"]) for m in deepspeed_reference.metrics() if "val_loss" in m]
+    assert validations == [(2, 1), (4, 3), (7, 4), (9, 6)]
+    assert sorted(p.name for p in out.glob("step_*")) == ["step_3", "step_4", "step_8", "step_9"]
+    import json
+
+    def state(name: str) -> tuple[int, int, int]:
+        saved = json.loads((out / name / "trainer_state.json").read_text())
+        return saved["step"], saved["epoch"], saved["batches_done"]
+
+    # step_4 ends epoch 0: saved after the epoch's validation and weights, so a resume starts epoch 1.
+    assert [state(n) for n in ("step_3", "step_4", "step_8", "step_9")] == [
+        (2, 0, 4),
+        (3, 1, 0),
+        (5, 1, 4),
+        (6, 2, 0),
+    ]
+
+
 def test_deepspeed_loss_is_not_divided_twice(deepspeed_reference, tiny, train_data) -> None:
     """Step 1's gradient norm equals the norm of the mean loss of its 4 micro-batches, computed here.
 
@@ -130,7 +159,8 @@ def test_resume_after_sigkill_is_bit_identical(
         kwargs = {"deepspeed": False, "sets": reference_sets["ddp"]}
         # DDP resumes through the config's `checkpoint` key, DeepSpeed through train.py --resume.
         resume_with = {"sets": {**reference_sets["ddp"], "checkpoint": "latest"}}
-        kill_after, resumed_from = 4, "step_3"
+        # Killed after step 5 (the epoch's last batch, before its end); step_3 holds 4 steps: 1 is redone.
+        kill_after, resumed_from = 5, "step_3"
     else:
         reference = deepspeed_reference
         kwargs = {
@@ -140,7 +170,8 @@ def test_resume_after_sigkill_is_bit_identical(
             "sets": reference_sets["deepspeed"],
         }
         resume_with = {"resume": "latest"}
-        kill_after, resumed_from = 5, "step_4"
+        # Killed after step 4 (epoch 1's first window); step_4 holds epoch 0 whole: steps 4-6 are redone.
+        kill_after, resumed_from = 4, "step_4"
     out = tmp_path / "out"
     killed = launch_train(out, kill_after_step=kill_after, **kwargs)
     assert killed.returncode != 0
@@ -151,10 +182,33 @@ def test_resume_after_sigkill_is_bit_identical(
     assert resumed.returncode == 0, resumed.log[-4000:]
     assert resumed.manifest()["resumed_from"].endswith(resumed_from)
     assert_bit_identical(out / "final", reference.output_dir / "final")
-    # metrics.jsonl holds each step once, with the reference run's losses.
+    # metrics.jsonl holds each step and each validation once, with the reference run's losses.
     ours = [(m["step"], m["train_loss"]) for m in resumed.train_metrics()]
     theirs = [(m["step"], m["train_loss"]) for m in reference.train_metrics()]
     assert ours == theirs
+    val = [(m["batch"], m["val_loss"]) for m in resumed.metrics() if "val_loss" in m]
+    assert val == [(m["batch"], m["val_loss"]) for m in reference.metrics() if "val_loss" in m]
+
+
+def test_rows_with_nothing_to_learn_are_dropped_and_recorded(launch_train, tmp_path: Path) -> None:
+    """Empty prompts train; empty responses (alone or with an empty prompt) leave only the eos to learn,
+    where upstream's data.py stopped: the run drops them and its manifest says how many, where, and why."""
+    from gpt4allj_kit import data
+    from gpt4allj_kit.assets import synthetic_rows, write_rows
+
+    rows = synthetic_rows(seed=7, rows=40)
+    rows[5]["prompt"] = ""
+    rows[6]["response"] = ""
+    rows[7]["prompt"] = rows[7]["response"] = ""
+    write_rows(rows, tmp_path / "data")
+    sets = {"dataset_path": str(tmp_path / "data" / "train.jsonl"), "num_epochs": 1, "max_steps": 1}
+    run = launch_train(tmp_path / "out", deepspeed=False, sets=sets)
+    assert run.returncode == 0, run.log[-4000:]
+    provenance = run.manifest()["assets"]["data"]
+    assert provenance["rows"] == 40 and provenance["empty"] == {"prompts": 2, "responses": 2}
+    dropped = provenance["dropped"]
+    assert (dropped["rule"], dropped["rows"], dropped["first"]) == (data.DROP_RULE, 2, [6, 7])
+    assert dropped["train"] + dropped["validation"] == 2
 
 
 def test_lora_run_saves_an_adapter_that_loads(launch_train, tmp_path: Path, tiny) -> None:

@@ -118,8 +118,10 @@ def train_cmd(
         attach = live is not None and live.detached
         if not attach:
             lifecycle.check_output_dir(plan, force_new=force_new)  # refused before anything is printed
-    for note in plan.notes:
-        err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+    _show_notes(plan.notes)
+    if not attach:
+        # Model, tokenizer and data rows, checked before anything is launched (one line when one is bad).
+        _show_notes(train_launch.check_inputs(plan).notes)
     console.print(plan.shell(), highlight=False, soft_wrap=True, markup=False)
     if dry_run:
         import yaml
@@ -245,6 +247,13 @@ def _render(result: Any, *, attached: bool) -> None:
         )
         raise typer.Exit(code)
     console.print(f"training done: {result.output_dir} (last step {result.last_step})")
+
+
+def _show_notes(notes: list[str]) -> None:
+    from rich.markup import escape
+
+    for note in notes:
+        err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
 
 
 def _train_on_cluster(

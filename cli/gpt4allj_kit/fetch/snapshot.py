@@ -146,6 +146,37 @@ def _check_against_lock(snap: Snapshot, locked: LockedAsset) -> None:
             )
 
 
+def cached_snapshot(
+    repo_id: str,
+    *,
+    repo_type: str,
+    revision: str,
+    cache_dir: Path | str | None = None,
+    locked: LockedAsset | None = None,
+) -> Snapshot | None:
+    """The snapshot an earlier fetch left in the cache, found without the hub; None when it is not whole.
+
+    The sha comes from `revision` itself, the lock's entry, else the ref the fetch wrote; the file list from
+    the lock, else the tree listing cached at fetch time. Files are checked by size only, as an online fetch
+    checks cached files, so that callers that only read (a dry run, the checks before a launch) stay fast.
+    """
+    t = _Target(repo_id, repo_type, revision, hub_cache_dir(cache_dir), None, locked)
+    sha = offline_sha(t.storage, revision, locked)
+    if sha is None:
+        return None
+    folder = t.storage / "snapshots" / sha
+    if locked is not None and locked.sha == sha:
+        if any(lock_mismatch(folder / f.path, f, full=False) for f in locked.files):
+            return None
+        return Snapshot(repo_id, repo_type, revision, sha, folder, locked.files)
+    remotes = cached_listing(repo_id, repo_type, sha, t.cache, None)
+    if remotes is None or any(
+        not (folder / r.path).is_file() or (folder / r.path).stat().st_size != r.size for r in remotes
+    ):
+        return None
+    return Snapshot(repo_id, repo_type, revision, sha, folder, tuple(_entries(folder, remotes)))
+
+
 def _offline_snapshot(t: _Target) -> Snapshot:
     sha = offline_sha(t.storage, t.revision, t.locked)
     if sha is None:

@@ -3,7 +3,8 @@
 `plan()` turns CLI options (profile, config, --set, GPU count, --keep-global-batch, --resume, ...) into a
 `LaunchPlan`: the resolved training config, the argv and environment to run from the repository root, and
 the effective hyperparameters that `--dry-run` prints; it writes nothing. `preflight()` asks the doctor
-whether this machine can run the plan. `write_config()` writes the resolved config to
+whether this machine can run the plan; `check_inputs()` checks its model, tokenizer and data rows with the
+functions the training uses. `write_config()` writes the resolved config to
 `<output_dir>/train_config.yaml` (what `train.py --config` reads); `lifecycle` starts, follows and stops
 the launch.
 """
@@ -32,11 +33,12 @@ from gpt4allj_kit.config import (
 from gpt4allj_kit.errors import ConfigError, EnvironmentNotReady
 from gpt4allj_kit.files import atomic_write_text
 from gpt4allj_kit.recipe import REFERENCE_GLOBAL_BATCH, VALIDATION_FRACTION
-from gpt4allj_kit.train import optim
+from gpt4allj_kit.train import cadence, optim
 from gpt4allj_kit.train.checkpoint import resolve_resume
 
 if TYPE_CHECKING:
     from gpt4allj_kit.doctor import Readiness
+    from gpt4allj_kit.train.inputs import InputsChecked
 
 TRAIN_SCRIPT = "train.py"
 # What a launch leaves in its output dir: the config train.py reads (lifecycle.py names the rest).
@@ -118,21 +120,43 @@ def load_deepspeed_config(launch: LaunchConfig) -> dict[str, Any] | None:
     return data
 
 
-def count_rows(dataset_path: str) -> int | None:
-    """Rows of a local jsonl/parquet file or folder, without loading it; None when not local."""
-    path = Path(dataset_path).expanduser()
-    if not path.exists():
+def count_rows(config: TrainConfig) -> int | None:
+    """Rows of the run's data without loading it: a local file or folder, or the hub snapshot an earlier
+    fetch left in the cache (found as the checks before launch find it); None when not fetched yet.
+
+    The files are those the training reads (`data.dataset_files`); jsonl lines that are not blank, parquet
+    rows from the footer. A count for the dry run only: a problem with the data is `check_inputs`'s to say.
+    """
+    from gpt4allj_kit import data
+    from gpt4allj_kit.train import sources
+
+    try:
+        found = sources.cached_source(
+            config.dataset_path, config.revision, "dataset", key="dataset_path", config=config
+        )
+        files = data.dataset_files(found[0]) if found is not None else []
+    except ConfigError:
         return None
-    files = sorted(path.rglob("*")) if path.is_dir() else [path]
+    if found is None:
+        return None
     total = 0
     for file in files:
-        if file.suffix == ".jsonl":
-            with file.open("rb") as fh:
-                total += sum(1 for line in fh if line.strip())
-        elif file.suffix == ".parquet":
+        suffix = file.suffix.lower()
+        if suffix == ".parquet":
             import pyarrow.parquet as pq
 
-            total += pq.ParquetFile(file).metadata.num_rows
+            try:
+                total += pq.ParquetFile(file).metadata.num_rows
+            except Exception:  # a damaged file: the checks before launch name it
+                return None
+        elif suffix == ".json":  # possibly one JSON array: counted by reading its rows
+            try:
+                total += data.check_rows([file]).rows
+            except ConfigError:
+                return None
+        else:
+            with file.open("rb") as fh:
+                total += sum(1 for line in fh if line.strip())
     return total
 
 
@@ -150,6 +174,8 @@ class Hyperparameters:
     train_rows: int | None
     steps_per_epoch: int | None
     total_steps: int | None
+    validation: str
+    checkpoints: str
 
     def rows(self) -> list[tuple[str, str]]:
         unknown = "unknown until the dataset is fetched (`gpt4allj-kit fetch`)"
@@ -166,6 +192,8 @@ class Hyperparameters:
             ("training rows", str(self.train_rows) if self.train_rows is not None else unknown),
             ("steps per epoch", str(self.steps_per_epoch) if self.steps_per_epoch is not None else unknown),
             ("total optimizer steps", str(self.total_steps) if self.total_steps is not None else unknown),
+            ("validation", self.validation),
+            ("checkpoints", self.checkpoints),
         ]
 
 
@@ -173,7 +201,7 @@ def hyperparameters(
     config: TrainConfig, launch: LaunchConfig, ds_config: dict[str, Any] | None, num_processes: int
 ) -> Hyperparameters:
     accumulation = config.gradient_accumulation_steps
-    rows = count_rows(config.dataset_path)
+    rows = count_rows(config)
     train_rows = rows - math.ceil(rows * VALIDATION_FRACTION) if rows is not None else None
     steps_per_epoch = total = None
     if train_rows is not None:
@@ -196,6 +224,7 @@ def hyperparameters(
         f"constant ({sched_who}); grad clipping {optim.GRADIENT_CLIPPING:g}"
     )
     zero = (ds_config or {}).get("zero_optimization", {}).get("stage")
+    validation, checkpoints = cadence.describe(config)
     return Hyperparameters(
         num_processes=num_processes,
         micro_batch=config.batch_size,
@@ -209,6 +238,8 @@ def hyperparameters(
         train_rows=train_rows,
         steps_per_epoch=steps_per_epoch,
         total_steps=total,
+        validation=validation,
+        checkpoints=checkpoints,
     )
 
 
@@ -405,6 +436,14 @@ def preflight(plan_: LaunchPlan, *, force: bool = False) -> Readiness:
     from gpt4allj_kit import doctor
 
     return doctor.preflight(planned_profile(plan_), force=force)
+
+
+def check_inputs(plan_: LaunchPlan) -> InputsChecked:
+    """The plan's model, tokenizer and data rows, checked as the training will load them, before anything
+    is launched (see `inputs`): one line naming the file, row and column, exit 2 (3: missing offline)."""
+    from gpt4allj_kit.train import inputs
+
+    return inputs.check_inputs(plan_.config)
 
 
 # --- what a launch writes and runs (lifecycle.py starts, follows and stops it) ----------------------

@@ -24,7 +24,8 @@ from gpt4allj_kit import paths
 from gpt4allj_kit.config import TrainConfig, load_train_config
 from gpt4allj_kit.errors import KitError
 from gpt4allj_kit.redaction import redact
-from gpt4allj_kit.train import checkpoint, optim
+from gpt4allj_kit.train import checkpoint, optim, sources
+from gpt4allj_kit.train.cadence import Cadence
 from gpt4allj_kit.train.checkpoint import TrainerState
 
 # Fault injection for the resume tests: every process SIGKILLs itself right after this optimizer step.
@@ -168,26 +169,6 @@ def make_accelerator(config: TrainConfig) -> Any:
     )
 
 
-def resolve_source(name: str, revision: str, repo_type: str = "model") -> tuple[Path, dict[str, Any]]:
-    """A local folder for a model/tokenizer name: the path itself, or the hub snapshot of `revision`."""
-    local = Path(name).expanduser()
-    if local.exists():
-        return local, {"source": "local", "path": str(local.resolve())}
-    from gpt4allj_kit.fetch.snapshot import fetch_snapshot
-
-    snap = fetch_snapshot(name, repo_type=repo_type, revision=revision)
-    return Path(snap.path), {"source": "hub", "repo_id": name, "revision": revision, "sha": snap.sha}
-
-
-def load_tokenizer(path: Path, config: TrainConfig) -> Any:
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=config.trust_remote_code)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token  # GPT-J has none; upstream used eos
-    return tokenizer
-
-
 def load_model(path: Path, config: TrainConfig) -> Any:
     from transformers import AutoModelForCausalLM
 
@@ -248,22 +229,40 @@ class StepMeter:
 class MetricsLog:
     """metrics.jsonl (main process only), kept consistent with the state a run resumes from."""
 
-    def __init__(self, output_dir: Path, enabled: bool, resumed_step: int | None) -> None:
+    def __init__(
+        self, output_dir: Path, enabled: bool, resumed: TrainerState | None, batches_per_epoch: int
+    ) -> None:
         self.path = output_dir / paths.METRICS
         self.enabled = enabled
-        if enabled and resumed_step is not None and self.path.exists():
-            # Steps after the resumed state were lost with the killed run; they are about to be redone.
-            kept = [
-                line
-                for line in self.path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= resumed_step
-            ]
+        if enabled and resumed is not None and self.path.exists():
+            # What came after the resumed state was lost with the killed run; it is about to be redone.
+            consumed = resumed.epoch * batches_per_epoch + resumed.batches_done
+            kept = []
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    record = json.loads(line)
+                except ValueError:  # a line torn by the kill
+                    continue
+                if isinstance(record, dict) and written_before(record, resumed.step, consumed):
+                    kept.append(line)
             self.path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
 
     def write(self, record: dict[str, Any]) -> None:
         if self.enabled:
             with self.path.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
+
+
+def written_before(record: dict[str, Any], step: int, batches: int) -> bool:
+    """Whether a metrics record belongs to the part of a run that a state (`step` optimizer steps and
+    `batches` batches done, counted over epochs) already holds.
+
+    A validation is placed by its batch: one may follow a batch inside an accumulation window, before the
+    window's optimizer step, so it shares its `step` with the state saved at the previous window's end.
+    """
+    if "batch" in record:
+        return int(record["batch"]) < batches
+    return int(record.get("step", 0)) <= step
 
 
 def tracker_scalars(record: dict[str, Any]) -> dict[str, float]:
@@ -381,13 +380,15 @@ def train(
     info = RunInfo()
 
     with accelerator.main_process_first():
-        tokenizer_path, info.assets["tokenizer"] = resolve_source(
-            config.tokenizer_name, config.model_revision
+        tokenizer_path, info.assets["tokenizer"] = sources.resolve_source(
+            config.tokenizer_name, config.model_revision, key="tokenizer_name"
         )
-        model_path, info.assets["model"] = resolve_source(config.model_name, config.model_revision)
-        tokenizer = load_tokenizer(tokenizer_path, config)
+        model_path, info.assets["model"] = sources.resolve_source(config.model_name, config.model_revision)
+        sources.model_config(model_path, config)  # the checks before launch call the same functions
+        tokenizer = sources.load_tokenizer(tokenizer_path, config)
         raw, info.assets["data"] = data.load_raw_dataset(config.dataset_path, revision=config.revision)
         splits = data.split_and_tokenize(raw, tokenizer, config)
+        info.assets["data"]["dropped"] = splits.dropped.as_json()
     model = load_model(model_path, config)
     train_loader, val_loader = make_loaders(splits, config, data.pad_token_id(tokenizer))
 
@@ -430,7 +431,12 @@ def train(
     total_steps = steps_per_epoch * config.num_epochs
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
-    metrics = MetricsLog(output_dir, accelerator.is_main_process, resumed_step)
+    metrics = MetricsLog(
+        output_dir,
+        accelerator.is_main_process,
+        state if resumed_step is not None else None,
+        len(train_loader),
+    )
     kill_after = int(os.environ.get(KILL_AFTER_STEP_ENV, "0") or 0)
     clock = time.perf_counter()
     elapsed_before = state.train_seconds
@@ -441,12 +447,27 @@ def train(
         accelerator.log(tracker_scalars(record), step=state.step)
 
     model.train()
+    cadence = Cadence.of(config, len(train_loader))
+
+    def validate(epoch: int, index: int, *, epoch_end: bool = False) -> None:
+        # `epoch` of a record: the epoch in progress; at an epoch's end, the epochs done.
+        log(
+            {
+                "step": state.step,
+                "epoch": epoch + 1 if epoch_end else epoch,
+                "batch": cadence.batch_number(epoch, index),
+                "val_loss": evaluate(accelerator, model, val_loader),
+            }
+        )
+
     while state.epoch < config.num_epochs and state.step < total_steps:
         epoch = state.epoch
         train_loader.set_epoch(epoch)
         skip = state.batches_done
         batches = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
         meter, step_clock = StepMeter(), time.perf_counter()
+        window = skip  # the first batch of the accumulation window in progress
+        epoch_end_state: str | None = None
         for index, batch in enumerate(batches, start=skip):
             with accelerator.accumulate(model):
                 loss = model(**batch).loss
@@ -466,40 +487,43 @@ def train(
                 if accelerator.sync_gradients:
                     scheduler.step()
                 optimizer.zero_grad()
-            if not accelerator.sync_gradients:
-                continue
-
-            state.step += 1
-            state.batches_done = index + 1
-            step_loss = accelerator.reduce(torch.stack(meter.losses).mean(), "mean")
-            counts = accelerator.reduce(
-                torch.tensor([meter.tokens, meter.nonpad_tokens], device=loss.device), "sum"
-            )
-            seconds = max(time.perf_counter() - step_clock, 1e-9)
-            state.tokens += int(counts[0])
-            state.nonpad_tokens += int(counts[1])
-            state.train_seconds = elapsed_before + time.perf_counter() - clock
-            log(
-                {
-                    "step": state.step,
-                    "epoch": epoch + state.batches_done / len(train_loader),
-                    "train_loss": float(step_loss),
-                    "lr": lr,
-                    "grad_norm": grad_norm_of(accelerator, model, clipped),
-                    "tokens_per_s": float(counts[0]) / seconds,
-                    "nonpad_tokens_per_s": float(counts[1]) / seconds,
-                }
-            )
-            if grad_norms is not None:
-                log({"step": state.step, "grad_norms": grad_norms})
-            if state.step % config.eval_every == 0 and state.batches_done < len(
-                train_loader
-            ):  # epoch end evaluates below
-                log(
-                    {"step": state.step, "epoch": epoch, "val_loss": evaluate(accelerator, model, val_loader)}
+            synced = accelerator.sync_gradients
+            if synced:
+                state.step += 1
+                state.batches_done = index + 1
+                step_loss = accelerator.reduce(torch.stack(meter.losses).mean(), "mean")
+                counts = accelerator.reduce(
+                    torch.tensor([meter.tokens, meter.nonpad_tokens], device=loss.device), "sum"
                 )
-            if state.step % config.save_every == 0:
-                checkpoint.save_state(accelerator, output_dir / f"step_{state.step}", state)
+                seconds = max(time.perf_counter() - step_clock, 1e-9)
+                state.tokens += int(counts[0])
+                state.nonpad_tokens += int(counts[1])
+                state.train_seconds = elapsed_before + time.perf_counter() - clock
+                log(
+                    {
+                        "step": state.step,
+                        "epoch": epoch + state.batches_done / len(train_loader),
+                        "train_loss": float(step_loss),
+                        "lr": lr,
+                        "grad_norm": grad_norm_of(accelerator, model, clipped),
+                        "tokens_per_s": float(counts[0]) / seconds,
+                        "nonpad_tokens_per_s": float(counts[1]) / seconds,
+                    }
+                )
+                if grad_norms is not None:
+                    log({"step": state.step, "grad_norms": grad_norms})
+            if cadence.validates_mid_epoch(index, state.step, synced=synced):
+                validate(epoch, index)
+            if not synced:
+                continue
+            if (name := cadence.state_name(epoch, window, index, state.step)) is not None:
+                if index < len(train_loader) - 1:
+                    checkpoint.save_state(accelerator, output_dir / name, state)
+                else:
+                    # Taken after the epoch's validation and weights (which change no state), so that a
+                    # resume starts the next epoch instead of redoing (and re-logging) the epoch's end.
+                    epoch_end_state = name
+            window = index + 1
             if kill_after and state.step == kill_after:
                 os.kill(os.getpid(), signal.SIGKILL)
             meter, step_clock = StepMeter(), time.perf_counter()
@@ -509,11 +533,12 @@ def train(
         epoch_finished = state.batches_done >= len(train_loader)
         if epoch_finished:
             state.epoch, state.batches_done = epoch + 1, 0
-            log(
-                {"step": state.step, "epoch": epoch + 1, "val_loss": evaluate(accelerator, model, val_loader)}
-            )
+            if cadence.validates_at_epoch_end():
+                validate(epoch, len(train_loader) - 1, epoch_end=True)
             target = output_dir / f"epoch_{epoch + 1}"
             info.saved[target.name] = checkpoint.save_weights(accelerator, model, tokenizer, target)
+            if epoch_end_state is not None:
+                checkpoint.save_state(accelerator, output_dir / epoch_end_state, state)
         elif state.step >= total_steps:
             break
 
@@ -545,11 +570,10 @@ def compiled(model: Any) -> bool:
 
 def fetch_lock(config: TrainConfig) -> dict[str, Any] | None:
     """The run's fetch lock (`asset_lock`, else the checkout's), when there is one: its sha256 and assets."""
-    from gpt4allj_kit import paths
     from gpt4allj_kit.fetch.lock import read_lock
     from gpt4allj_kit.files import sha256_file
 
-    lock = Path(config.asset_lock) if config.asset_lock else paths.project_root() / paths.LOCK_NAME
+    lock = sources.lock_path(config)
     if not lock.is_file():
         return None
     return {
