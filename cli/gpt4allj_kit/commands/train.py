@@ -17,7 +17,8 @@ def train_cmd(
     config: Annotated[Path | None, typer.Option("--config", help="Training config YAML.")] = None,
     profile: ProfileOption = paths.DEFAULT_PROFILE,
     num_processes: Annotated[
-        int | None, typer.Option("--num-processes", help="Processes (GPUs); default: detected GPUs.")
+        int | None,
+        typer.Option("--num-processes", min=1, help="Processes (GPUs); default: detected GPUs."),
     ] = None,
     keep_global_batch: Annotated[
         bool,
@@ -46,7 +47,9 @@ def train_cmd(
         str,
         typer.Option("--launcher", help="local (run here), slurm (sbatch script), accelerate (per host)."),
     ] = "local",
-    nodes: Annotated[int, typer.Option("--nodes", help="Machines (slurm / accelerate launchers).")] = 1,
+    nodes: Annotated[
+        int, typer.Option("--nodes", min=1, help="Machines (slurm / accelerate launchers).")
+    ] = 1,
     gpus_per_node: Annotated[
         int | None, typer.Option("--gpus-per-node", help="Processes per machine.")
     ] = None,
@@ -63,15 +66,16 @@ def train_cmd(
     submit: Annotated[bool, typer.Option("--submit", help="Submit the written sbatch script.")] = False,
 ) -> None:
     """Build the documented `accelerate launch ... train.py` command, check this machine, and run it."""
-    from rich.table import Table
-
     from gpt4allj_kit.errors import ConfigError
-    from gpt4allj_kit.train import launch as train_launch
 
     if launcher not in ("local", "slurm", "accelerate"):
         raise ConfigError(f"--launcher {launcher!r}: expected local, slurm or accelerate")
     if padding is not None and padding not in ("faithful", "dynamic"):
         raise ConfigError(f"--padding {padding!r}: expected faithful or dynamic")
+    from rich.table import Table
+
+    from gpt4allj_kit.train import launch as train_launch
+
     request = train_launch.TrainRequest(
         revision=revision,
         config=config,

@@ -4,13 +4,16 @@ When the DeepSpeed JSON defines `optimizer` / `scheduler`, DeepSpeed builds them
 `DummyScheduler` only carry lr, weight decay and warmup into the JSON's "auto" values), exactly as upstream.
 Without DeepSpeed (or without those JSON sections) the kit builds the exact torch equivalent: AdamW with the
 JSON's betas/eps and a `LambdaLR` that reproduces DeepSpeed's linear `WarmupLR` step for step.
+
+torch is imported where it runs: the CLI plans (and refuses bad input) without loading it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 GRADIENT_CLIPPING = 1.0
 ADAM_BETAS = (0.9, 0.999)
@@ -88,6 +91,8 @@ def build_optimizer(
         from accelerate.utils import DummyOptim
 
         return DummyOptim(parameters, lr=lr, weight_decay=weight_decay)
+    import torch
+
     betas, eps = adam_settings(ds_config)
     return torch.optim.AdamW(parameters, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
@@ -106,6 +111,8 @@ def build_scheduler(
 
         # As upstream: WarmupLR ignores total_num_steps; warmup_num_steps fills the JSON's "auto".
         return DummyScheduler(optimizer, total_num_steps=warmup_steps, warmup_num_steps=warmup_steps)
+
+    import torch
 
     def factor(steps: int) -> float:
         return warmup_constant_lr(steps, lr=lr, min_lr=min_lr, warmup_steps=warmup_steps) / lr
