@@ -49,3 +49,18 @@ def test_every_ending_maps_to_one_exit_code_and_at_most_one_line() -> None:
     code, line = exit_for(RuntimeError("boom"))
     assert code == ExitCode.INTERNAL == 4 and line is not None
     assert "RuntimeError: boom" in line and "GPT4ALLJ_KIT_DEBUG=1" in line
+
+
+def test_an_os_error_on_a_path_is_one_line_naming_it() -> None:
+    import errno
+
+    from gpt4allj_kit.cli import exit_for
+    from gpt4allj_kit.errors import ExitCode
+
+    code, line = exit_for(PermissionError(errno.EACCES, "Permission denied", "/srv/out"))
+    assert code == ExitCode.ENVIRONMENT and line is not None and "/srv/out: permission denied" in line
+    code, line = exit_for(IsADirectoryError(errno.EISDIR, "Is a directory", "/srv/out"))
+    assert code == ExitCode.USAGE and line is not None and "/srv/out: is a directory" in line
+    # Not a path the user can fix: still an internal error.
+    assert exit_for(OSError(errno.EIO, "I/O error", "/dev/sda"))[0] == ExitCode.INTERNAL
+    assert exit_for(ConnectionResetError(errno.ECONNRESET, "reset"))[0] == ExitCode.INTERNAL

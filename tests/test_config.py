@@ -199,3 +199,15 @@ def test_resolved_config_is_written_as_yaml_that_reads_back_equal(tmp_path: Path
     changes = train_config_changes(paths.default_train_config(), config)
     assert changes["lr"] == 3e-4 and changes["revision"] == "no" and changes["max_length"] == 128
     assert "seed" not in changes and "model_name" not in changes
+
+
+def test_set_values_are_yaml_scalars_but_text_is_kept_as_typed() -> None:
+    from gpt4allj_kit.config import parse_overrides
+
+    parsed = parse_overrides(
+        ["lr=0.5", "wandb=true", "checkpoint=null", "output_dir=/runs/a #1", "x=a\nb", "y='quoted'"]
+    )
+    assert parsed["lr"] == 0.5 and parsed["wandb"] is True and parsed["checkpoint"] is None
+    # YAML would drop the ` #1` tail and fold the line break into a space.
+    assert parsed["output_dir"] == "/runs/a #1" and parsed["x"] == "a\nb"
+    assert parsed["y"] == "quoted"

@@ -10,10 +10,12 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+from gpt4allj_kit.files import atomic_dir, check_writable, sha256_file
 
-from gpt4allj_kit.files import atomic_dir, sha256_file
+if TYPE_CHECKING:
+    import numpy as np
 
 EOS = "<|endoftext|>"
 SOURCES = ("unified_chip2", "stackoverflow", "laion/unified_abstract_infill", "sharegpt", "dolly")
@@ -87,6 +89,8 @@ def _words(rng: np.random.Generator, count: int) -> list[str]:
 
 def _fill(template: str, rng: np.random.Generator, vocab: list[str]) -> str:
     # Zipf-like word choice: a few frequent words, a long tail, as in real text.
+    import numpy as np
+
     picks = np.minimum(rng.zipf(1.3, 5) - 1, len(vocab) - 1)
     slots = dict(zip("abcde", (vocab[int(i)] for i in picks), strict=True))
     return template.format(**slots)
@@ -112,6 +116,8 @@ def _row(rng: np.random.Generator, vocab: list[str]) -> dict[str, str]:
 
 def synthetic_rows(seed: int, rows: int = DEFAULT_ROWS) -> list[dict[str, str]]:
     """`rows` examples in the schema of nomic-ai/gpt4all-j-prompt-generations (prompt, response, source)."""
+    import numpy as np
+
     rng = np.random.default_rng(seed)
     vocab = _words(rng, 400)
     return [_row(rng, vocab) for _ in range(rows)]
@@ -205,4 +211,6 @@ def tiny_assets(cache_root: Path, seed: int = DEFAULT_SEED, rows: int = DEFAULT_
     marker = root / "ASSETS.json"
     if marker.exists():
         return TinyAssets(root, seed)
+    # Generating takes seconds to minutes: a folder that cannot take them is said first.
+    check_writable(root, directory=True)
     return make_tiny_assets(root, seed, rows)

@@ -19,6 +19,7 @@ from gpt4allj_kit import __version__
 from gpt4allj_kit.commands import assets, compare, config, doctor, evaluate, fetch, reproduce, train
 from gpt4allj_kit.commands.options import console, err_console
 from gpt4allj_kit.errors import ExitCode, KitError
+from gpt4allj_kit.files import path_error
 from gpt4allj_kit.redaction import redact
 
 DEBUG_ENV = "GPT4ALLJ_KIT_DEBUG"
@@ -89,6 +90,10 @@ ERROR_EXITS: tuple[
 
 def exit_for(exc: BaseException) -> tuple[int, str | None]:
     """The exit code of `exc` and the one line that tells the user (None: already said)."""
+    # An OSError on a path that no stage turned into a KitError (a file in the way, a read-only dir) is
+    # still the user's to fix: the same mapping as the kit's own writes, naming the path.
+    if isinstance(exc, OSError) and (known := path_error(exc)) is not None:
+        exc = known
     for kind, code, message in ERROR_EXITS:
         if isinstance(exc, kind):
             return int(code(exc)), message(exc)

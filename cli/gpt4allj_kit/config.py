@@ -8,11 +8,20 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from gpt4allj_kit import paths
 from gpt4allj_kit.errors import ConfigError
@@ -36,16 +45,30 @@ def _required_text(value: object) -> object:
     return value
 
 
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError(f"empty ({value!r}): give a value")
+    return value
+
+
+# A name, path or revision: an empty or blank one would only fail later, far from the config.
+Text = Annotated[str, AfterValidator(_not_blank)]
+# Seeds feed numpy and torch, which take 0 <= seed < 2**32.
+Seed = Annotated[int, Field(ge=0, lt=2**32)]
+Count = Annotated[int, Field(ge=1)]
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # Every float of a config is a rate, a size or a threshold: NaN and infinities are never meant.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class TrainConfig(_Strict):
     """configs/train/finetune_gptj.yaml: the upstream keys with their meaning, plus the kit's."""
 
     # model / tokenizer
-    model_name: str
-    tokenizer_name: str
+    model_name: Text
+    tokenizer_name: Text
     gradient_checkpointing: bool = True
     # Upstream pushed every epoch to the hub as `<save_name>-epoch_N`; the kit never uploads (see validator).
     save_name: str | None = None
@@ -53,7 +76,7 @@ class TrainConfig(_Strict):
     # dataset
     streaming: bool = False
     num_proc: int = Field(64, ge=1)
-    dataset_path: str
+    dataset_path: Text
     max_length: int = Field(1024, ge=8)
     batch_size: int = Field(32, ge=1)
 
@@ -67,29 +90,29 @@ class TrainConfig(_Strict):
     save_every: int = Field(500, ge=1)
     # Every N optimizer steps, each parameter's gradient norm goes to metrics.jsonl; null: never.
     log_grads_every: int | None = Field(100, ge=1)
-    output_dir: str
+    output_dir: Text
     # A saved `step_N/` state (or "latest", the newest in output_dir) to resume from: what --resume gives.
-    checkpoint: str | None = None
+    checkpoint: Text | None = None
     lora: bool = False
     warmup_steps: int = Field(500, ge=0)
     num_epochs: int = Field(2, ge=1)
 
     # logging
     wandb: bool = False
-    wandb_entity: str | None = None
-    wandb_project_name: str | None = None
-    seed: int = 42
+    wandb_entity: Text | None = None
+    wandb_project_name: Text | None = None
+    seed: Seed = 42
 
     # kit additions
-    revision: str = DEFAULT_REVISION
-    model_revision: str = "main"
+    revision: Text = DEFAULT_REVISION
+    model_revision: Text = "main"
     padding: Literal["faithful", "dynamic"] = "faithful"
     trust_remote_code: bool = False
     tensorboard: bool = False
     gradient_accumulation_steps: int = Field(1, ge=1)
     max_steps: int | None = Field(None, ge=1)
     # The fetch lock whose shas the run manifest records (default: the checkout's, when it has one).
-    asset_lock: str | None = None
+    asset_lock: Text | None = None
     # The reference commit did not shuffle (order = train_test_split's permutation); true reshuffles each
     # epoch with a sampler seeded by `seed`, so resumed runs see the same order.
     shuffle: bool = False
@@ -137,13 +160,13 @@ class TrainConfig(_Strict):
 class LaunchConfig(_Strict):
     """How `accelerate launch` is called; the documented command is the `full` profile's launch."""
 
-    num_processes: int | Literal["auto"] = "auto"
+    num_processes: Count | Literal["auto"] = "auto"
     num_machines: int = Field(1, ge=1)
     mixed_precision: Literal["no", "bf16", "fp16"] = "bf16"
     dynamo_backend: Literal["no", "inductor", "eager", "aot_eager"] = "inductor"
     use_deepspeed: bool = True
-    deepspeed_config_file: str = "configs/deepspeed/ds_config_gptj.json"
-    deepspeed_multinode_launcher: str = "standard"
+    deepspeed_config_file: Text = "configs/deepspeed/ds_config_gptj.json"
+    deepspeed_multinode_launcher: Text = "standard"
     cpu: bool = False
 
 
@@ -161,7 +184,7 @@ class Requirements(_Strict):
 class EvalConfig(_Strict):
     tasks: str | list[str] = "common-sense"
     limit: int | None = Field(None, ge=1)
-    batch_size: int | Literal["auto"] = "auto"
+    batch_size: Count | Literal["auto"] = "auto"
     device: Literal["auto", "cuda", "cpu"] = "auto"
     fixtures: bool = False
 
@@ -169,11 +192,11 @@ class EvalConfig(_Strict):
 class Profile(_Strict):
     """configs/profiles/NAME.yaml: one way to run the whole pipeline."""
 
-    name: str
+    name: Text
     description: str
     assets: Literal["hub", "tiny"] = "hub"
-    seed: int = 0
-    train_config: str = "configs/train/finetune_gptj.yaml"
+    seed: Seed = 0
+    train_config: Text = "configs/train/finetune_gptj.yaml"
     train: dict[str, Any] = Field(default_factory=dict)
     launch: LaunchConfig = Field(default_factory=LaunchConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
@@ -216,9 +239,9 @@ def _owner_model(model: type[BaseModel], loc: tuple[int | str, ...]) -> type[Bas
     return model
 
 
-def _one_line(error: dict[str, Any], model: type[BaseModel]) -> str:
+def _one_line(error: dict[str, Any], model: type[BaseModel], prefix: str = "") -> str:
     loc = tuple(error.get("loc", ()))
-    key = ".".join(str(p) for p in loc) or "(top level)"
+    key = prefix + ".".join(str(p) for p in loc) or "(top level)"
     if error["type"] == "extra_forbidden":
         return f"key '{key}': unknown key{_did_you_mean(str(loc[-1]), _owner_model(model, loc))}"
     if error["type"] == "missing":
@@ -229,19 +252,30 @@ def _one_line(error: dict[str, Any], model: type[BaseModel]) -> str:
     return f"key '{key}': {message}"
 
 
-def validate[M: BaseModel](model: type[M], data: dict[str, Any], source: str) -> M:
-    """`model` built from `data`, or a one-line ConfigError naming `source`, the key and the problem."""
+# Which layer of a merged config a top-level key came from: (what to name, prefix of the key there).
+Layers = Callable[[str], tuple[str, str]]
+
+
+def validate[M: BaseModel](
+    model: type[M], data: dict[str, Any], source: str, *, layers: Layers | None = None
+) -> M:
+    """`model` built from `data`, or a one-line ConfigError naming `source` (or, for merged data, the
+    layer the faulty key came from), the key and the problem."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         errors = exc.errors()
+        loc = errors[0].get("loc", ())
+        prefix = ""
+        if layers is not None and loc:
+            source, prefix = layers(str(loc[0]))
         others = ", ".join(".".join(str(p) for p in e.get("loc", ())) or "(top level)" for e in errors[1:])
         more = (
             f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''}: {others})"
             if others
             else ""
         )
-        raise ConfigError(f"{source}: {_one_line(errors[0], model)}{more}") from None
+        raise ConfigError(f"{source}: {_one_line(errors[0], model, prefix)}{more}") from None
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
@@ -255,6 +289,10 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
+            value = raw
+        if isinstance(value, str) and raw.strip()[:1] not in ("'", '"'):
+            # YAML would fold a line break to a space and drop a ` #...` tail: a path or name is kept as
+            # typed, so what runs (or is refused) is what the user wrote.
             value = raw
         node = result
         *parents, leaf = key.split(".")
@@ -287,8 +325,10 @@ def load_train_config(
     overrides: list[str] | dict[str, Any] | None = None,
     *,
     base_overrides: dict[str, Any] | None = None,
+    base_source: str = "the profile's train section",
 ) -> TrainConfig:
-    """The validated training config: the file, then `base_overrides` (a profile's), then `--set`."""
+    """The validated training config: the file, then `base_overrides` (a profile's, named `base_source`
+    in errors), then `--set`. A bad value is blamed on the layer it came from."""
     file = _resolve(path) if path else paths.default_train_config()
     data = load_yaml(file)
     if base_overrides:
@@ -299,11 +339,18 @@ def load_train_config(
         if unknown:
             raise ConfigError(f"--set {unknown[0]}: unknown key{_did_you_mean(unknown[0], TrainConfig)}")
         data = merged(data, sets)
-    source = str(file) + (" with --set overrides" if sets else "")
-    config = validate(TrainConfig, data, source)
+
+    def layers(key: str) -> tuple[str, str]:
+        if key in sets:
+            return "--set overrides", ""
+        if base_overrides and key in base_overrides:
+            return base_source, "train."
+        return str(file), ""
+
+    config = validate(TrainConfig, data, str(file), layers=layers)
     # The config is written beside the run and read back by the training processes: masking a secret would
     # change what runs, so a value holding one stops here (naming the key, never the value).
-    refuse_secrets(config, source)
+    refuse_secrets(config, str(file) + (" with --set overrides" if sets else ""))
     return config
 
 
@@ -324,13 +371,19 @@ def train_config_yaml(config: TrainConfig, header: str = "") -> str:
     return comments + yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
 
 
-def load_profile(name_or_path: str) -> Profile:
-    """A profile by name (configs/profiles/NAME.yaml) or by path."""
+def profile_file(name_or_path: str) -> Path:
+    """The file of a profile given by name (configs/profiles/NAME.yaml) or by path."""
     candidate = Path(name_or_path)
     file = candidate if candidate.suffix in (".yaml", ".yml") else paths.profile_path(name_or_path)
     if not file.exists() and candidate.suffix not in (".yaml", ".yml"):
         known = sorted(p.stem for p in paths.profile_path("x").parent.glob("*.yaml"))
         raise ConfigError(f"unknown profile '{name_or_path}' (known: {', '.join(known)})")
+    return file
+
+
+def load_profile(name_or_path: str) -> Profile:
+    """A profile by name (configs/profiles/NAME.yaml) or by path."""
+    file = profile_file(name_or_path)
     profile = validate(Profile, load_yaml(_resolve(file)), str(file))
     unknown = [k for k in profile.train if k not in TrainConfig.model_fields]
     if unknown:

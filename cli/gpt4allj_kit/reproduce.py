@@ -16,15 +16,24 @@ from pathlib import Path
 from typing import Any
 
 from gpt4allj_kit import paths
-from gpt4allj_kit.config import Profile, load_profile
+from gpt4allj_kit.config import (
+    Profile,
+    load_profile,
+    load_train_config,
+    merged,
+    parse_overrides,
+    profile_file,
+)
 from gpt4allj_kit.errors import ConfigError, ExitCode, KitError
-from gpt4allj_kit.files import sha256_file
+from gpt4allj_kit.files import check_writable, sha256_file
 from gpt4allj_kit.manifest import now_iso, write_manifest
 from gpt4allj_kit.published import PublishedTable, Row, load_published_table
 from gpt4allj_kit.recipe import BASE_REPO, MODEL_REPO, ROW_OF_REVISION
 from gpt4allj_kit.redaction import redact
 from gpt4allj_kit.runstate import STAGES, RunState, load_state, save_state, state_path
 
+# Each stage's folder in a run directory, in stage order.
+STAGE_DIRS = (paths.DOCTOR_DIR, paths.TRAIN_DIR, paths.EVAL_DIR, paths.COMPARE_DIR, paths.REPORT_DIR)
 NOT_COMPARABLE = "a tiny random model trained on synthetic data is not comparable with the published numbers"
 
 
@@ -336,6 +345,22 @@ def row_for_revision(table: PublishedTable, revision: str, against: str | None) 
         ) from None
 
 
+def _check_before_running(request: ReproduceRequest, profile: Profile, run_dir: Path) -> None:
+    """What would otherwise fail only after minutes of work: a bad --set (read by the train stage), and a
+    run directory, or a stage's folder in it, that cannot be written (the report is written last)."""
+    sets = merged(parse_overrides(list(request.sets)), {"output_dir": str(run_dir / paths.TRAIN_DIR)})
+    load_train_config(
+        profile.train_config,
+        sets,
+        base_overrides=profile.train,
+        base_source=str(profile_file(request.profile)),
+    )
+    check_writable(run_dir, "--output", directory=True)
+    for name in (*STAGE_DIRS, paths.FIXTURES_DIR):
+        if (run_dir / name).exists():
+            check_writable(run_dir / name, directory=True)
+
+
 def _state_for(request: ReproduceRequest, run_dir: Path, profile: Profile) -> RunState:
     if not state_path(run_dir).exists():
         return RunState.new(request.revision, profile.name, request.command)
@@ -377,6 +402,7 @@ def reproduce(request: ReproduceRequest, hooks: Hooks | None = None) -> RunState
     table = load_published_table()
     row = row_for_revision(table, request.revision, request.against)
     run_dir = request.run_dir()
+    _check_before_running(request, profile, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     state = _state_for(request, run_dir, profile)
     run = Run(request=request, profile=profile, row=row, run_dir=run_dir, hooks=hooks, table=table)

@@ -11,11 +11,12 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, field_validator
 
 from gpt4allj_kit import paths
+from gpt4allj_kit.config import validate
 from gpt4allj_kit.errors import ConfigError
-from gpt4allj_kit.files import atomic_write_json
+from gpt4allj_kit.files import atomic_write_json, read_json_object
 from gpt4allj_kit.manifest import now_iso
 from gpt4allj_kit.redaction import redact_data
 
@@ -43,6 +44,14 @@ class RunState(BaseModel):
     updated: str
     stages: dict[str, StageRecord]
 
+    @field_validator("stages")
+    @classmethod
+    def _every_stage(cls, stages: dict[str, StageRecord]) -> dict[str, StageRecord]:
+        missing = [name for name in STAGES if name not in stages]
+        if missing:
+            raise ValueError(f"missing stage(s) {', '.join(missing)} (the kit records every stage)")
+        return stages
+
     @classmethod
     def new(cls, revision: str, profile: str, command: str) -> RunState:
         stamp = now_iso()
@@ -64,15 +73,16 @@ def state_path(run_dir: Path) -> Path:
 
 
 def load_state(run_dir: Path) -> RunState:
-    """The run's state; a missing or unreadable run.json is a one-line ConfigError."""
+    """The run's state; a missing, unreadable or damaged run.json is a one-line ConfigError naming the
+    file (and the key at fault)."""
     file = state_path(run_dir)
+    if not run_dir.is_dir():
+        what = "no such directory" if not run_dir.exists() else "a file, not a directory"
+        raise ConfigError(f"{run_dir}: not a reproduction run directory ({what})")
     if not file.exists():
         raise ConfigError(f"{run_dir}: not a reproduction run directory (no {paths.RUN_STATE})")
-    try:
-        state = RunState.model_validate_json(file.read_text(encoding="utf-8"))
-    except (ValidationError, ValueError) as exc:
-        raise ConfigError(f"{file}: unreadable run state ({type(exc).__name__})") from None
-    return _mark_dead_runs(state)
+    data = read_json_object(file, kind="run state file")
+    return _mark_dead_runs(validate(RunState, data, str(file)))
 
 
 def _alive(pid: int | None) -> bool:

@@ -531,3 +531,24 @@ def test_train_on_slurm_from_the_cli_quotes_the_output_dir_and_refuses_a_newline
     assert len(line.splitlines()) == 1 and "output_dir" in line and "line break" in line, refused.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out dir 'q' $(touch PWNED1)", "shared.yaml"]
     _no_payload_ran(tmp_path)
+
+
+def test_a_cluster_job_into_an_earlier_training_is_refused_or_moves_it_aside(
+    tmp_path: Path, kit_cli: Any
+) -> None:
+    """A job written into an earlier run's output dir would append to its metrics and overwrite its
+    states, as a local launch would: the same refusal, and the same --force-new."""
+    out = tmp_path / "run"
+    (out / "step_2").mkdir(parents=True)
+    (out / "step_2" / "trainer_state.json").write_text('{"step": 2, "epoch": 0, "batches_done": 2}')
+    (out / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2}\n')
+    args = ("train", "--launcher", "slurm", "--gpus-per-node", "8", "--set", f"output_dir={out}")
+    refused = kit_cli(*args)
+    assert refused.returncode == 2, refused.stderr
+    assert "--resume latest" in refused.stderr and "--force-new" in refused.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.jsonl", "step_2"]
+    moved = kit_cli(*args, "--force-new")
+    assert moved.returncode == 0, moved.stderr
+    aside = tmp_path / "run.previous-1"
+    assert sorted(p.name for p in aside.iterdir()) == ["metrics.jsonl", "step_2"]
+    assert (out / "gpt4allj-full.sbatch").is_file() and not (out / "metrics.jsonl").exists()

@@ -172,6 +172,19 @@ def test_report_says_which_eval_cannot_be_compared(run_dir: Path) -> None:
     assert any("eval 'epoch_1' cannot be compared" in m and "malformed JSON" in m for m in result.missing)
 
 
+def test_report_lists_damaged_json_it_reads_as_problems(run_dir: Path) -> None:
+    # Too deep for a JSON parser, not UTF-8, a torn line in metrics.jsonl: listed, never a crash.
+    depth = 100_000
+    (run_dir / "train" / "manifest.json").write_text("[" * depth + "]" * depth)
+    (run_dir / "eval" / "final" / "manifest.json").write_bytes(b"\xff\xfe{")
+    with (run_dir / "train" / "metrics.jsonl").open("a") as fh:
+        fh.write("[" * depth + "]" * depth + "\n")
+    result = build_report(run_dir, command="test")
+    assert "train/manifest.json: not a readable JSON object" in result.missing
+    assert "eval/final/manifest.json: not a readable JSON object" in result.missing
+    assert result.html.is_file()
+
+
 def test_report_on_an_empty_dir_is_one_line_exit_2(tmp_path: Path, kit_cli) -> None:
     (tmp_path / "unrelated.txt").write_text("hello")
     proc = kit_cli("report", tmp_path)

@@ -59,6 +59,15 @@ def test_empty_fields_are_noted_not_refused(tiny: TinyAssets, tmp_path: Path) ->
     assert "dropped" in checked.notes[0]
 
 
+def test_data_whose_every_response_is_empty_is_refused(tiny: TinyAssets, tmp_path: Path) -> None:
+    rows = synthetic_rows(seed=5, rows=4)
+    for row in rows:
+        row["response"] = ""
+    write_rows(rows, tmp_path)
+    with pytest.raises(ConfigError, match="no training rows: all 4 rows have an empty response"):
+        inputs.check_inputs(_config(tiny, dataset_path=str(tmp_path / "train.jsonl")))
+
+
 @pytest.mark.parametrize(
     ("problem", "message"),
     [

@@ -18,10 +18,10 @@ def config_cmd(
     json_out: JsonOption = False,
 ) -> None:
     """Validate a training config (with profile and --set overrides) and print it resolved."""
-    from gpt4allj_kit.config import load_profile, load_train_config
+    from gpt4allj_kit.config import load_profile, load_train_config, profile_file
 
     base = load_profile(profile).train
-    resolved = load_train_config(config, set_, base_overrides=base)
+    resolved = load_train_config(config, set_, base_overrides=base, base_source=str(profile_file(profile)))
     if json_out:
         console.print_json(resolved.model_dump_json())
         return

@@ -53,14 +53,16 @@ def eval_cmd(
     from gpt4allj_kit.evaluate import harness
 
     output = output or paths.default_output("eval")
-    sources = harness.resolve_models(model, revision=revision, label=label)
     dtype = harness.check_dtype(dtype)
+    device = harness.check_device(device)
     if suite is EvalSuite.self_instruct:
         if data is None:
             raise ConfigError("--suite self-instruct needs --data user_oriented_instructions.jsonl")
+        sources = harness.resolve_models(model, revision=revision, label=label)
         mode = "conditioned" if conditioned else "faithful"
         _eval_self_instruct(sources, data, output, mode, device, dtype, json_out)
         return
+    # The options are checked before a hub model is fetched.
     options = harness.EvalOptions(
         tasks=harness.parse_tasks(tasks),
         batch_size=harness.parse_batch_size(batch_size),
@@ -71,6 +73,7 @@ def eval_cmd(
         lock=lock,
         command=["gpt4allj-kit", *sys.argv[1:]],
     )
+    sources = harness.resolve_models(model, revision=revision, label=label)
     # Bound to the terminal now: lm-eval's own stderr output is sent to a log file while it runs.
     with Console(file=sys.stderr).status("starting") as status:
         outcomes = harness.evaluate(sources, options, output, progress=lambda msg: status.update(msg))

@@ -60,7 +60,7 @@ def reproduce_cmd(
     )
     run_dir = request.run_dir()
     if not json_out:
-        err_console.print(f"run directory: {run_dir}", highlight=False)
+        err_console.print(f"run directory: {run_dir}", highlight=False, soft_wrap=True)
     try:
         state = _run_with_progress(pipeline, request, quiet=json_out)
     finally:

@@ -20,7 +20,8 @@ def train_cmd(
     config: Annotated[Path | None, typer.Option("--config", help="Training config YAML.")] = None,
     profile: ProfileOption = paths.DEFAULT_PROFILE,
     num_processes: Annotated[
-        int | None, typer.Option("--num-processes", help="Processes (GPUs); default: detected GPUs.")
+        int | None,
+        typer.Option("--num-processes", min=1, help="Processes (GPUs); default: detected GPUs."),
     ] = None,
     keep_global_batch: Annotated[
         bool,
@@ -49,7 +50,9 @@ def train_cmd(
         str,
         typer.Option("--launcher", help="local (run here), slurm (sbatch script), accelerate (per host)."),
     ] = "local",
-    nodes: Annotated[int, typer.Option("--nodes", help="Machines (slurm / accelerate launchers).")] = 1,
+    nodes: Annotated[
+        int, typer.Option("--nodes", min=1, help="Machines (slurm / accelerate launchers).")
+    ] = 1,
     gpus_per_node: Annotated[
         int | None, typer.Option("--gpus-per-node", help="Processes per machine.")
     ] = None,
@@ -82,17 +85,18 @@ def train_cmd(
     The training stops when this command ends (Ctrl-C, a closed terminal, kill), resumable with
     --resume latest; --detach runs it in the background instead.
     """
-    from rich.table import Table
-
     from gpt4allj_kit.errors import ConfigError
-    from gpt4allj_kit.train import launch as train_launch
 
     if launcher not in ("local", "slurm", "accelerate"):
         raise ConfigError(f"--launcher {launcher!r}: expected local, slurm or accelerate")
-    if launcher != "local" and (detach or force_new):
-        raise ConfigError(f"--detach and --force-new run a training here: not with --launcher {launcher}")
+    if launcher != "local" and detach:
+        raise ConfigError(f"--detach runs a training here: not with --launcher {launcher}")
     if padding is not None and padding not in ("faithful", "dynamic"):
         raise ConfigError(f"--padding {padding!r}: expected faithful or dynamic")
+    from rich.table import Table
+
+    from gpt4allj_kit.train import launch as train_launch
+
     request = train_launch.TrainRequest(
         revision=revision,
         config=config,
@@ -107,7 +111,7 @@ def train_cmd(
     plan = train_launch.plan(request)
     if launcher != "local":
         _train_on_cluster(
-            plan, launcher, nodes, partition, container_image, hostfile, main_process_ip, submit
+            plan, launcher, nodes, partition, container_image, hostfile, main_process_ip, submit, force_new
         )
         return
     attach = False
@@ -265,9 +269,21 @@ def _train_on_cluster(
     hostfile: Path | None,
     main_process_ip: str | None,
     submit: bool,
+    force_new: bool,
 ) -> None:
     """Writes (and with --submit, submits) the multi-node launch; the cluster module builds it."""
+    from rich.markup import escape
+
     from gpt4allj_kit import cluster
+    from gpt4allj_kit.train import lifecycle
+
+    # The job would append to an earlier training's metrics and overwrite its states, as a local one would.
+    if (moved := lifecycle.make_room(plan, force_new=force_new)) is not None:
+        err_console.print(
+            f"[yellow]note:[/] the earlier training was moved to {escape(str(moved))}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
     request = cluster.ClusterRequest(
         launcher=launcher,  # type: ignore[arg-type]

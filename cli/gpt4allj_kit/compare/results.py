@@ -7,7 +7,6 @@ metric for its column, with lm-eval's stderr (fractions, as lm-eval reports them
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from gpt4allj_kit import paths
 from gpt4allj_kit.errors import ConfigError
+from gpt4allj_kit.files import json_at, json_type, read_json
 from gpt4allj_kit.published import PublishedTable, load_published_table
 
 NOT_COMPARABLE_NOTE = "a tiny random model is not comparable with the published numbers"
@@ -54,20 +54,9 @@ class Measured(BaseModel):
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read ({exc})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: malformed JSON (line {exc.lineno}: {exc.msg})") from None
+    data = read_json(path, kind="results file")
     if not isinstance(data, dict):
-        raise ConfigError(
-            f"{path}: not an lm-eval results file or kit summary (a JSON {type(data).__name__})"
-        )
+        raise ConfigError(f"{path}: not an lm-eval results file or kit summary (JSON {json_type(data)})")
     return data
 
 
@@ -110,14 +99,20 @@ def result_files(path: Path) -> tuple[Path, Path | None]:
     return (numbers[0] if numbers else summary), summary  # type: ignore[return-value]
 
 
-def _task_entries(data: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
+def _task_entries(path: Path, data: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
     for key in ("results", "tasks"):
-        block = data.get(key)
-        if isinstance(block, dict) and block and all(isinstance(v, dict) for v in block.values()):
-            return {
-                name: (entry["metrics"] if isinstance(entry.get("metrics"), dict) else entry)
-                for name, entry in block.items()
-            }
+        block = json_at(data, (key,), dict, path)
+        if not block:
+            continue
+        for name, entry in block.items():
+            if not isinstance(entry, dict):
+                raise ConfigError(
+                    f"{path}: key '{key}.{name}': expected an object of metrics, got {json_type(entry)}"
+                )
+        return {
+            name: (entry["metrics"] if isinstance(entry.get("metrics"), dict) else entry)
+            for name, entry in block.items()
+        }
     return None
 
 
@@ -144,15 +139,15 @@ def _entry_for(entries: dict[str, dict[str, Any]], task: str) -> dict[str, Any] 
     return next((e for e in entries.values() if str(e.get("alias", "")).strip(" -") == task), None)
 
 
-def _sample_count(data: dict[str, Any], task: str) -> int | None:
-    counts = data.get("n-samples", {}).get(task)
-    if isinstance(counts, dict) and isinstance(counts.get("effective"), int):
-        return counts["effective"]
-    return None
+def _sample_count(path: Path, data: dict[str, Any], task: str) -> int | None:
+    effective = json_at(data, ("n-samples", task, "effective"), int, path)
+    if effective is not None and effective < 0:
+        raise ConfigError(f"{path}: key 'n-samples.{task}.effective': {effective} is not a number of samples")
+    return effective
 
 
 def _scores(path: Path, data: dict[str, Any], table: PublishedTable) -> tuple[Layout, dict[str, Score]]:
-    entries = _task_entries(data)
+    entries = _task_entries(path, data)
     if entries is None:
         raise ConfigError(
             f"{path}: not an lm-eval results file or kit summary (no 'results' or 'tasks' mapping of tasks)"
@@ -180,9 +175,11 @@ def _scores(path: Path, data: dict[str, Any], table: PublishedTable) -> tuple[La
                 f"{path}: task {column.task} has no {column.metric} stderr"
                 " (lm-eval run with bootstrap_iters=0?) - a comparison needs it"
             )
-        if not (0.0 <= value <= 1.0 and stderr >= 0.0):
+        if not 0.0 <= value <= 1.0:
             raise ConfigError(f"{path}: task {column.task} {column.metric}={value} is not a fraction")
-        n = _sample_count(data, column.task)
+        if stderr < 0.0:
+            raise ConfigError(f"{path}: task {column.task} {column.metric}_stderr={stderr} is negative")
+        n = _sample_count(path, data, column.task)
         scores[column.key] = Score(task=column.task, metric=column.metric, value=value, stderr=stderr, n=n)
     return _layout(data, entries), scores
 

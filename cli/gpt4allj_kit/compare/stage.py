@@ -14,7 +14,7 @@ from pathlib import Path
 from gpt4allj_kit import paths
 from gpt4allj_kit.compare.comparison import Comparison, compare_path
 from gpt4allj_kit.errors import ConfigError
-from gpt4allj_kit.files import atomic_write_text, sha256_file
+from gpt4allj_kit.files import atomic_write_text, check_writable, sha256_file
 from gpt4allj_kit.manifest import now_iso, write_manifest
 from gpt4allj_kit.published import PublishedTable, Row
 from gpt4allj_kit.redaction import redact
@@ -69,6 +69,7 @@ def write_comparisons(
     """Compares every model under `eval_dir` with the row `against(label)`; writes `<label>.json` and
     `<label>.md` for each, then `manifest.json`, into `out_dir`."""
     started = now_iso()
+    check_writable(out_dir, directory=True)
     folders = evaluated_folders(eval_dir)
     if not folders:
         raise ConfigError(f"no evaluation results under {eval_dir}")
@@ -110,9 +111,11 @@ def write_comparison(
     """Compares one results file (or dir) and writes it to `output` in `fmt`, with
     `<output>.manifest.json` beside it."""
     started = now_iso()
+    manifest = output.with_name(f"{output.name}.{paths.MANIFEST}")
+    check_writable(output, "--output", directory=False)
+    check_writable(manifest, directory=False)
     c = compare_path(results, against, note=note, comparable=comparable)
     atomic_write_text(output, redact(comparison_text(c, fmt)))
-    manifest = output.with_name(f"{output.name}.{paths.MANIFEST}")
     write_manifest(
         manifest,
         stage="compare",

@@ -25,7 +25,15 @@ from typing import Any, Literal
 from gpt4allj_kit import paths
 from gpt4allj_kit.errors import ConfigError, EnvironmentNotReady
 from gpt4allj_kit.evaluate.fixtures import read_fixtures_info, wrapper_task_yaml
-from gpt4allj_kit.files import atomic_dir, atomic_write_json, atomic_write_text, sha256_file
+from gpt4allj_kit.files import (
+    atomic_dir,
+    atomic_write_json,
+    atomic_write_text,
+    check_writable,
+    json_type,
+    read_json_object,
+    sha256_file,
+)
 from gpt4allj_kit.manifest import now_iso, write_manifest
 from gpt4allj_kit.recipe import EVAL_TASKS
 from gpt4allj_kit.redaction import RedactedLog, RedactedStream, redact_data
@@ -121,12 +129,17 @@ def check_dtype(dtype: str) -> str:
     return dtype
 
 
+def check_device(device: str) -> str:
+    if device not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", device):
+        raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, not {device!r}")
+    return device
+
+
 def resolve_device(device: str) -> str:
     """`auto` → cuda when torch sees a GPU, else cpu; `cuda` without a GPU is an environment error."""
+    check_device(device)
     import torch
 
-    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
-        raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, not {device!r}")
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -136,6 +149,36 @@ def resolve_device(device: str) -> str:
 
 def _is_model_dir(path: Path) -> bool:
     return (path / "config.json").is_file()
+
+
+def check_model_dir(path: Path) -> str:
+    """The model type of the model folder `path`, checked before anything loads it: a one-line ConfigError
+    naming its config.json when transformers could not build a model from it (missing, not JSON, no
+    known `model_type`), instead of a transformers traceback after minutes of task indexing."""
+    file = path / "config.json"
+    config = read_json_object(file, kind="model config (config.json)")
+    model_type = config.get("model_type")
+    if not isinstance(model_type, str) or not model_type.strip():
+        got = (
+            "missing"
+            if "model_type" not in config
+            else "null"
+            if model_type is None
+            else f"{json_type(model_type)} {model_type!r}"
+        )
+        raise ConfigError(
+            f"{file}: key 'model_type': {got}; a model config names its architecture there (GPT-J: 'gptj')"
+        )
+    # Imports torch (seconds): only reached by a config that names a type.
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    if model_type not in CONFIG_MAPPING_NAMES:
+        close = difflib.get_close_matches(model_type, list(CONFIG_MAPPING_NAMES), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(
+            f"{file}: key 'model_type': {model_type!r} is not an architecture this transformers knows{hint}"
+        )
+    return model_type
 
 
 def training_run_models(run_dir: Path) -> list[Path]:
@@ -495,12 +538,22 @@ def evaluate(
 ) -> list[EvalOutcome]:
     """Evaluates every model in `sources` on `options.tasks`; each model's results in `output/<label>/`."""
     say = progress or (lambda _msg: None)
-    device = resolve_device(options.device)
     labels = [s.label for s in sources]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"two models would share one output folder: labels {labels}")
     if options.include_path is not None and not options.include_path.is_dir():
         raise ConfigError(f"--fixtures {options.include_path}: no such folder")
+    if options.lock is not None and not options.lock.exists():
+        raise ConfigError(f"--lock {options.lock}: no such file")
+    # Everything a user can get wrong is checked before lm-eval indexes its tasks and loads a model.
+    check_writable(output, directory=True)
+    if options.lock is not None:
+        from gpt4allj_kit.fetch.lock import read_lock
+
+        read_lock(options.lock)
+    for source in sources:
+        check_model_dir(source.path)
+    device = resolve_device(options.device)
     _check_hub_endpoint()
     say("indexing lm-eval tasks")
     with tempfile.TemporaryDirectory(prefix="gpt4allj-kit-tasks-") as pin_dir:

@@ -27,7 +27,14 @@ from typing import Any, Literal
 
 from gpt4allj_kit import paths
 from gpt4allj_kit.errors import ConfigError
-from gpt4allj_kit.files import atomic_dir, atomic_write_json, atomic_write_text, sha256_file
+from gpt4allj_kit.files import (
+    atomic_dir,
+    atomic_write_json,
+    atomic_write_text,
+    check_writable,
+    read_text,
+    sha256_file,
+)
 from gpt4allj_kit.manifest import now_iso, write_manifest
 from gpt4allj_kit.redaction import redact_data
 
@@ -51,10 +58,8 @@ class Example:
 
 def read_examples(path: Path) -> list[Example]:
     """The examples of a Self-Instruct user-oriented jsonl file, one per line, each checked."""
-    if not path.is_file():
-        raise ConfigError(f"--data {path}: no such file")
     examples = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(read_text(path, f"--data {path}").splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -67,7 +72,7 @@ def read_examples(path: Path) -> list[Example]:
                     target=" " + instance["output"],
                 )
             )
-        except (json.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
+        except (json.JSONDecodeError, RecursionError, KeyError, IndexError, TypeError) as exc:
             raise ConfigError(
                 f"{path}:{number}: not a Self-Instruct row (needs instruction, instances[0].input/output): "
                 f"{type(exc).__name__}: {exc}"
@@ -229,9 +234,12 @@ def evaluate_models(
 ) -> list[dict[str, Any]]:
     """Evaluates each model in turn (`progress(label, done, total)`); the data is checked before any model
     is loaded, so a bad file is one line, not a failure after minutes of loading."""
-    from gpt4allj_kit.evaluate.harness import resolve_device
+    from gpt4allj_kit.evaluate.harness import check_model_dir, resolve_device
 
     read_examples(data)
+    check_writable(output, directory=True)
+    for source in sources:
+        check_model_dir(source.path)
     on_device = resolve_device(device)
     return [
         evaluate_self_instruct(

@@ -5,13 +5,12 @@ This module is the lock's one reader and writer: everything that reads the lock 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gpt4allj_kit.errors import ConfigError
-from gpt4allj_kit.files import atomic_write_json
+from gpt4allj_kit.files import atomic_write_json, read_json_object
 from gpt4allj_kit.redaction import refuse_secrets
 
 LOCK_VERSION = 1
@@ -85,10 +84,14 @@ def lock_manifest_path(lock: Path) -> Path:
 
 def read_lock(path: Path) -> AssetLock:
     """The lock at `path`; a missing file is an empty lock, a damaged one a one-line ConfigError."""
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return AssetLock()
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json_object(path, kind="lock file")
+    except ConfigError as exc:
+        reason = exc.message.removeprefix(f"{path}: ")
+        raise ConfigError(f"lock file {path} is not a valid kit lock ({reason})") from None
+    try:
         return AssetLock([LockedAsset.from_json(a) for a in data["assets"]])
     except (ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"lock file {path} is not a valid kit lock ({type(exc).__name__}: {exc})") from None

@@ -20,6 +20,7 @@ from gpt4allj_kit.fetch.lock import AssetLock, lock_manifest_path, read_lock, wr
 from gpt4allj_kit.fetch.snapshot import Snapshot, fetch_snapshot
 from gpt4allj_kit.fetch.tasks import config_patterns, task_datasets
 from gpt4allj_kit.fetch.tiny import TinyWorld, check_same_assets, tiny_snapshots
+from gpt4allj_kit.files import check_writable
 from gpt4allj_kit.manifest import now_iso, write_manifest
 from gpt4allj_kit.recipe import ASSET_REPOS, DEFAULT_REVISION
 
@@ -105,6 +106,9 @@ def asset_requests(
     what: Iterable[str], *, revision: str, base_revision: str = "main", tasks_revision: str = "main"
 ) -> list[AssetRequest]:
     """The (repo, revision) pairs `fetch --what` names; evaluation tasks sharing a repo share one asset."""
+    what = list(what)
+    if not what:
+        raise ConfigError(f"--what names nothing to fetch: give {', '.join(WHAT)} (comma-separated)")
     requests: list[AssetRequest] = []
     for item in what:
         if item in ("data", "model"):
@@ -131,6 +135,12 @@ def fetch_assets(request: FetchRequest, progress: ProgressCallback | None = None
     `request.locked`: every asset must be in the lock, at the same sha and hashes; the lock is left as it is.
     """
     started = now_iso()
+    # The lock and manifest are written after every download: a path that cannot take them is said first.
+    if request.tiny is not None or not request.locked:
+        check_writable(request.lock, "--lock", directory=False)
+    check_writable(request.manifest, directory=False)
+    if request.cache_dir is not None:
+        check_writable(request.cache_dir, "--cache-dir", directory=True)
     lock = read_lock(request.lock)
     fixtures = None
     if request.tiny is not None:

@@ -21,7 +21,7 @@ from gpt4allj_kit.compare.comparison import Comparison, combined_table, compare_
 from gpt4allj_kit.compare.results import result_candidates
 from gpt4allj_kit.compare.stage import comparison_files
 from gpt4allj_kit.errors import ConfigError, KitError
-from gpt4allj_kit.files import atomic_write_bytes, atomic_write_text, sha256_file
+from gpt4allj_kit.files import atomic_write_bytes, atomic_write_text, check_writable, sha256_file
 from gpt4allj_kit.manifest import now_iso, write_manifest
 from gpt4allj_kit.published import PublishedTable, load_published_table
 from gpt4allj_kit.redaction import redact
@@ -224,6 +224,8 @@ def build_report(
     if against:
         table.row(against)  # an unknown row is a usage error before anything is written
     contents = scan(root, exclude=out)
+    # Charts and comparisons take seconds: an output that cannot take them is said first.
+    check_writable(out, "--output" if output else "", directory=True)
     manifests = {p: d for p in contents.manifests if (d := json_object(p)) is not None}
     problems = [
         f"{relative(p, root)}: not a readable JSON object" for p in contents.manifests if p not in manifests

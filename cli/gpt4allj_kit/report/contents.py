@@ -16,6 +16,7 @@ from gpt4allj_kit import paths
 from gpt4allj_kit.compare.results import result_candidates
 from gpt4allj_kit.errors import ConfigError
 from gpt4allj_kit.fetch.lock import lock_manifest_path, read_lock
+from gpt4allj_kit.files import read_json_object
 
 _SKIP_DIRS = {paths.REPORT_DIR, paths.COMPARE_DIR}
 
@@ -103,11 +104,11 @@ def scan(root: Path, *, exclude: Path | None = None) -> RunContents:
 
 
 def json_object(path: Path) -> dict[str, Any] | None:
+    """The JSON object in `path`, or None when it is not one (the report lists it as a problem)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return read_json_object(path)
+    except ConfigError:
         return None
-    return data if isinstance(data, dict) else None
 
 
 def _finite(value: Any) -> float | None:
@@ -125,7 +126,7 @@ def read_metrics(path: Path) -> Metrics:
         series.lines += 1
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             series.skipped += 1
             continue
         step = _finite(row.get("step")) if isinstance(row, dict) else None

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from gpt4allj_kit import data
 from gpt4allj_kit.config import TrainConfig
-from gpt4allj_kit.errors import EnvironmentNotReady
+from gpt4allj_kit.errors import ConfigError, EnvironmentNotReady
 from gpt4allj_kit.train import sources
 
 
@@ -79,4 +79,10 @@ def check_inputs(config: TrainConfig) -> InputsChecked:
         return InputsChecked(model, tokenizer, notes=notes)
     files = data.dataset_files(folder)
     rows = data.check_rows(files)
+    if rows.empty_responses == rows.rows:
+        # Every row would be dropped (see `_row_notes`): the training would have nothing to train on.
+        raise ConfigError(
+            f"{folder}: no training rows: all {rows.rows} rows have an empty response, which leaves nothing "
+            "to learn"
+        )
     return InputsChecked(model, tokenizer, files, rows, notes + _row_notes(rows))

@@ -11,7 +11,6 @@ the launch.
 
 from __future__ import annotations
 
-import json
 import math
 import shlex
 from dataclasses import dataclass, field
@@ -27,11 +26,12 @@ from gpt4allj_kit.config import (
     load_train_config,
     merged,
     parse_overrides,
+    profile_file,
     train_config_changes,
     train_config_yaml,
 )
 from gpt4allj_kit.errors import ConfigError, EnvironmentNotReady
-from gpt4allj_kit.files import atomic_write_text
+from gpt4allj_kit.files import atomic_write_text, read_json_object
 from gpt4allj_kit.recipe import REFERENCE_GLOBAL_BATCH, VALIDATION_FRACTION
 from gpt4allj_kit.train import cadence, optim
 from gpt4allj_kit.train.checkpoint import resolve_resume
@@ -109,15 +109,7 @@ def load_deepspeed_config(launch: LaunchConfig) -> dict[str, Any] | None:
         return None
     path = Path(launch.deepspeed_config_file)
     path = path if path.is_absolute() else paths.project_root() / path
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"deepspeed_config_file {path}: no such file") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: line {exc.lineno}: {exc.msg}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a JSON object")
-    return data
+    return read_json_object(path, f"deepspeed_config_file {path}", "DeepSpeed config")
 
 
 def count_rows(config: TrainConfig) -> int | None:
@@ -354,7 +346,15 @@ def plan(request: TrainRequest, *, cwd: Path | None = None) -> LaunchPlan:
     launch = profile.launch
     notes: list[str] = []
     base: dict[str, Any] = dict(profile.train)
+    base_source = str(profile_file(request.profile))
     if profile.assets == "tiny":
+        # The user's layers are checked before the tiny assets are made (seconds on a cold cache).
+        load_train_config(
+            request.config or Path(profile.train_config),
+            merged(parse_overrides(request.sets), request.overrides),
+            base_overrides=base,
+            base_source=base_source,
+        )
         base.update(_tiny_assets_config(profile))
     if request.revision:
         base["revision"] = request.revision
@@ -365,7 +365,8 @@ def plan(request: TrainRequest, *, cwd: Path | None = None) -> LaunchPlan:
     config_path = request.config or Path(profile.train_config)
     sets = merged(parse_overrides(request.sets), request.overrides)
     # Validate before anything runs: placeholders and bad keys stop here with one line.
-    config = load_train_config(config_path, sets, base_overrides=base)
+    config = load_train_config(config_path, sets, base_overrides=base, base_source=base_source)
+    ds_config = load_deepspeed_config(launch)
     num_processes = _num_processes(request, launch, notes)
     if num_processes < 1:
         raise ConfigError(f"--num-processes {num_processes}: must be at least 1")
@@ -377,8 +378,7 @@ def plan(request: TrainRequest, *, cwd: Path | None = None) -> LaunchPlan:
     output_dir = cwd / Path(config.output_dir).expanduser()
     sets["output_dir"] = str(output_dir)
     sets["checkpoint"] = _resume_state(request, config, output_dir, cwd)
-    config = load_train_config(config_path, sets, base_overrides=base)
-    ds_config = load_deepspeed_config(launch)
+    config = load_train_config(config_path, sets, base_overrides=base, base_source=base_source)
     if optim.uses_deepspeed_scheduler(ds_config) and config.warmup_steps < 1:
         raise ConfigError(
             "warmup_steps 0: DeepSpeed's WarmupLR needs at least 1 (it warms up over >= 2 steps)"

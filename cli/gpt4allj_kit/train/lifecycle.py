@@ -138,6 +138,15 @@ def check_output_dir(plan_: LaunchPlan, *, force_new: bool = False) -> Path | No
     return target
 
 
+def make_room(plan_: LaunchPlan, *, force_new: bool = False) -> Path | None:
+    """Checks the output dir for an earlier training (`check_output_dir`) and, with `force_new`, moves it
+    aside; returns where it went (None: nothing was there)."""
+    target = check_output_dir(plan_, force_new=force_new)
+    if target is not None:
+        plan_.output_dir.rename(target)
+    return target
+
+
 # --- a launch that is running ------------------------------------------------------------------------
 
 
@@ -338,11 +347,7 @@ def start(
             f"a training into {output_dir} is still running (pid {live.pid}): wait for it or stop it "
             f"(kill {live.pid}), then re-run"
         )
-    target = check_output_dir(plan_, force_new=force_new)
-    moved = None
-    if target is not None:
-        output_dir.rename(target)
-        moved = target
+    moved = make_room(plan_, force_new=force_new)
     write_config(plan_)
     env = {**os.environ, **plan_.env, "PYTHONUNBUFFERED": "1"}
     argv = supervisor_argv(

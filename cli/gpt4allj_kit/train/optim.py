@@ -4,6 +4,8 @@ When the DeepSpeed JSON defines `optimizer` / `scheduler`, DeepSpeed builds them
 `DummyScheduler` only carry lr, weight decay and warmup into the JSON's "auto" values), exactly as upstream.
 Without DeepSpeed (or without those JSON sections) the kit builds the exact torch equivalent: AdamW with the
 JSON's betas/eps and a `LambdaLR` that reproduces DeepSpeed's linear `WarmupLR` step for step.
+
+torch is imported where it runs: the CLI plans (and refuses bad input) without loading it.
 """
 
 from __future__ import annotations
