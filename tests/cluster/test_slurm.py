@@ -152,7 +152,7 @@ def test_smoke_training_through_slurm(slurm: Any, tmp_path: Path, request: pytes
         "dataset_path": str(tiny.jsonl),
         "output_dir": str(train_dir),
         "max_steps": 2,
-        "eval_every": 2,
+        "eval_every": 1,  # upstream's cadence: after batch index 1, i.e. at step 2
         "save_every": 2,
     }
     # What the kit's launch does: the resolved config written into the output dir, read by every node.

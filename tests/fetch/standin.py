@@ -21,6 +21,7 @@ import re
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self
 from urllib.parse import unquote, urlsplit
 
 LFS_SUFFIXES = (".safetensors", ".bin", ".h5", ".msgpack", ".parquet", ".jsonl")
@@ -82,7 +83,50 @@ class Served:
     headers: dict[str, str] = field(default_factory=dict)  # the request's, names lower-cased
 
 
-class HubStandIn:
+class _LocalServer:
+    """A threaded HTTP server on 127.0.0.1 (a free port) that serves `_handler()` between start and stop."""
+
+    _server: ThreadingHTTPServer | None = None
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        raise NotImplementedError
+
+    @property
+    def origin(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self) -> Self:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+
+class _QuietHandler(BaseHTTPRequestHandler):
+    """HEAD and GET routed to one `_route`, HTTP/1.1 keep-alive, no request lines on stderr."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_HEAD(self) -> None:
+        self._route(head=True)
+
+    def do_GET(self) -> None:
+        self._route(head=False)
+
+    def _route(self, *, head: bool) -> None:
+        raise NotImplementedError
+
+
+class HubStandIn(_LocalServer):
     """The server, its repos, faults and request log; `start()`/`stop()` around a test."""
 
     def __init__(self, token: str = "hf_standin_token") -> None:
@@ -91,7 +135,6 @@ class HubStandIn:
         self.log: list[Served] = []
         self.token = token
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
         # LFS files answer with a redirect to this store, through `hops` redirects there ("back": the last
         # one points at the hub's own /cdn/ path again).
         self.store: ObjectStore | None = None
@@ -103,8 +146,7 @@ class HubStandIn:
 
     @property
     def endpoint(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return self.origin
 
     def repo(self, repo_id: str, repo_type: str = "model", *, private: bool = False) -> Repo:
         return self.repos.setdefault((repo_type, repo_id), Repo(repo_id, repo_type, private=private))
@@ -120,16 +162,8 @@ class HubStandIn:
             s for s in self.log if s.method == "GET" and "/resolve/" in s.path and s.path.endswith(f"/{path}")
         ]
 
-    def start(self) -> HubStandIn:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        return _handler_for(self)
 
     def take_fault(self, path: str) -> Fault | None:
         with self._lock:
@@ -141,18 +175,7 @@ class HubStandIn:
 
 
 def _handler_for(hub: HubStandIn) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-        def do_HEAD(self) -> None:
-            self._route(head=True)
-
-        def do_GET(self) -> None:
-            self._route(head=False)
-
+    class Handler(_QuietHandler):
         def _route(self, *, head: bool) -> None:
             path = unquote(urlsplit(self.path).path)
             if match := _API.match(path):
@@ -339,7 +362,7 @@ def _tree(files: dict[str, bytes], folder: str, recursive: bool) -> list[dict[st
     return sorted(entries.values(), key=lambda e: str(e["path"]))
 
 
-class ObjectStore:
+class ObjectStore(_LocalServer):
     """A second server (another port: another origin) standing in for the hub's CDN or a mirror's store.
 
     `/o/<sha256>` serves a blob (with `Range`); `/hop/<n>/<sha256>` redirects to `/hop/<n-1>/...` and from
@@ -353,12 +376,10 @@ class ObjectStore:
         self.back_to: str = ""
         self.drops: dict[str, int] = {}  # sha256 -> the body bytes after which its next GET is cut
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
 
     @property
     def base(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return self.origin
 
     def url(self, oid: str, hops: int | str, *, back_to: str) -> str:
         """Where the hub redirects a blob to: straight to it, through `hops` redirects, or "back" home."""
@@ -367,31 +388,12 @@ class ObjectStore:
             return f"{self.base}/back/{oid}"
         return f"{self.base}/hop/{hops}/{oid}" if hops else f"{self.base}/o/{oid}"
 
-    def start(self) -> ObjectStore:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _store_handler_for(self))
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        return _store_handler_for(self)
 
 
 def _store_handler_for(store: ObjectStore) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-        def do_HEAD(self) -> None:
-            self._route(head=True)
-
-        def do_GET(self) -> None:
-            self._route(head=False)
-
+    class Handler(_QuietHandler):
         def _route(self, *, head: bool) -> None:
             path = unquote(urlsplit(self.path).path)
             match = _STORE.match(path)
