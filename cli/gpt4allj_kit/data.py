@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gpt4allj_kit.errors import ConfigError
-from gpt4allj_kit.files import sha256_file
+from gpt4allj_kit.files import json_type, sha256_file
 from gpt4allj_kit.recipe import VALIDATION_FRACTION
 
 if TYPE_CHECKING:
@@ -294,15 +294,8 @@ class RowCheck:
 
 
 def _json_kind(value: object) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "text"
-    if isinstance(value, list):
-        return "a list"
-    return "an object"
+    # The recipe's columns are text: said so, rather than JSON's "a string".
+    return "text" if isinstance(value, str) else json_type(value)
 
 
 def _missing_column(where: str, column: str, found: Iterable[str]) -> ConfigError:

@@ -7,7 +7,6 @@ are redacted like every record the kit writes (`redaction`).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal
 
@@ -19,6 +18,7 @@ from gpt4allj_kit.errors import ConfigError
 from gpt4allj_kit.files import atomic_write_json, read_json_object
 from gpt4allj_kit.manifest import now_iso
 from gpt4allj_kit.redaction import redact_data
+from gpt4allj_kit.train.supervisor import pid_alive
 
 STAGES = ("doctor", "fetch", "train", "eval", "compare", "report")
 StageStatus = Literal["pending", "running", "done", "skipped", "failed", "interrupted"]
@@ -85,22 +85,10 @@ def load_state(run_dir: Path) -> RunState:
     return _mark_dead_runs(validate(RunState, data, str(file)))
 
 
-def _alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _mark_dead_runs(state: RunState) -> RunState:
     """A stage still 'running' whose process is gone was interrupted (killed, machine rebooted)."""
     for record in state.stages.values():
-        if record.status == "running" and not _alive(record.pid):
+        if record.status == "running" and (record.pid is None or not pid_alive(record.pid)):
             record.status = "interrupted"
     return state
 

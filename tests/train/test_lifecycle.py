@@ -158,15 +158,15 @@ def test_a_second_launch_into_a_running_dir_is_refused_and_a_stale_pid_file_igno
     plan = _stand_in(_plan(out))
     with lifecycle.start(plan, grace_s=2) as training:
         tree = _running_tree(out)
-        assert lifecycle.live_training(out) == training.pid
+        assert lifecycle.live_launch(out).pid == training.pid
         with pytest.raises(EnvironmentNotReady, match=rf"still running \(pid {training.pid}\)"):
             lifecycle.start(plan)
         training.stop()
-    assert _all_gone(tree, timeout=10) and lifecycle.live_training(out) is None
+    assert _all_gone(tree, timeout=10) and lifecycle.live_launch(out) is None
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     (out / supervisor.PID_FILE).write_text(f"{dead.pid}\n")
-    assert lifecycle.live_training(out) is None
+    assert lifecycle.live_launch(out) is None
 
 
 # --- --detach, and attaching to it ----------------------------------------------------------------------

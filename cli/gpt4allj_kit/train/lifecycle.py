@@ -181,12 +181,6 @@ def live_launch(output_dir: Path) -> LiveLaunch | None:
     return LiveLaunch(pid, record if record is not None and record.supervisor_pid == pid else None)
 
 
-def live_training(output_dir: Path) -> int | None:
-    """The pid of the launch still running into `output_dir`, if any."""
-    live = live_launch(output_dir)
-    return live.pid if live is not None else None
-
-
 def _wait_while_stopping(output_dir: Path, live: LiveLaunch | None, timeout_s: float) -> LiveLaunch | None:
     """`live`, or None once it ended, when it is a launch its supervisor is stopping (its CLI died)."""
     deadline = time.monotonic() + timeout_s

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import json
 import os
 import re
@@ -37,6 +36,7 @@ import psutil
 
 from gpt4allj_kit import paths
 from gpt4allj_kit.files import atomic_write_json
+from gpt4allj_kit.manifest import now_iso
 from gpt4allj_kit.redaction import redact, secret_values
 
 PID_FILE = "train.pid"  # the supervisor's pid while it lives (its own session and process group)
@@ -48,10 +48,6 @@ POLL_S = 0.2
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-
-
-def now_iso() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 @dataclass
