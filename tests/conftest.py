@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
 from gpt4allj_kit.assets import TinyAssets, tiny_assets
+from gpt4allj_kit.published import load_published_table
 
 # Caches that tools write to must never be the user's, nor leak between sessions.
 _ISOLATED_DIRS = {
@@ -92,3 +95,41 @@ class KitCli:
 @pytest.fixture(scope="session")
 def kit_cli() -> KitCli:
     return KitCli()
+
+
+ScoredEval = Callable[..., Path]
+
+
+def write_scored_eval(
+    folder: Path, scores: dict[str, list[int]], *, n: int = 8, comparable: bool = True
+) -> Path:
+    """An eval folder as the kit writes one, from per-document 0/1 scores on each published column's metric
+    (a task not in `scores` gets n zeros): lm-eval's samples/<task>.jsonl (same doc_ids and doc_hashes in
+    every folder) and summary.json with each task's mean and stderr as lm-eval computes them."""
+    (folder / "samples").mkdir(parents=True)
+    tasks = {}
+    for column in load_published_table().columns:
+        docs = scores.get(column.key, [0] * n)
+        lines = [
+            json.dumps(
+                {"doc_id": i, "doc_hash": f"h{column.task}{i}", "filter": "none", column.metric: float(x)}
+            )
+            for i, x in enumerate(docs)
+        ]
+        (folder / "samples" / f"{column.task}.jsonl").write_text("\n".join(lines) + "\n")
+        stderr = statistics.stdev(docs) / len(docs) ** 0.5
+        tasks[column.task] = {column.metric: sum(docs) / len(docs), f"{column.metric}_stderr": stderr}
+    summary = {
+        "label": folder.name,
+        "model": f"/models/{folder.name}",
+        "tasks": tasks,
+        "comparable": comparable,
+    }
+    (folder / "summary.json").write_text(json.dumps(summary))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def scored_eval() -> ScoredEval:
+    """`write_scored_eval` as a fixture, for the tests of every package that reads evaluations."""
+    return write_scored_eval

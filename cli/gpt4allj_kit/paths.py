@@ -15,6 +15,7 @@ METRICS = "metrics.jsonl"  # training: one record per step / evaluation
 RESULTS = "results.json"  # evaluation: lm-eval's own results file, unchanged
 SUMMARY = "summary.json"  # evaluation: the kit's summary of it
 RUN_STATE = "run.json"  # reproduce: the state of every stage
+ATTRIBUTION = "attribution.json"  # compare: where the gap to the published table comes from
 # A reproduce run directory: one folder per stage.
 DOCTOR_DIR, TRAIN_DIR, EVAL_DIR, COMPARE_DIR, REPORT_DIR = "doctor", "train", "eval", "compare", "report"
 FIXTURES_DIR = "fixtures"  # the smoke world's task fixtures, made by its fetch

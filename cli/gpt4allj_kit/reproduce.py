@@ -291,6 +291,7 @@ def stage_compare(run: Run) -> Outcome:
         note=NOT_COMPARABLE if run.tiny else None,
         comparable=False if run.tiny else None,
         command=run.request.command,
+        attribute_against=run.row,
     )
     results = written.comparisons
     run.facts["comparisons"] = {label: c.differing for label, c in results.items()}
@@ -301,7 +302,9 @@ def stage_compare(run: Run) -> Outcome:
         if run.tiny
         else f"{cells - len(headline.differing)}/{cells} cells reproduced ({headline.measured.label})"
     )
-    return Outcome(key=key, path=compare_dir, detail=f"against {run.row.name}")
+    attribution = written.attribution
+    split = "gap split" if attribution and attribution.split else "gap not split (no published eval)"
+    return Outcome(key=key, path=compare_dir, detail=f"against {run.row.name}; {split}")
 
 
 # --- report -------------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """The compare stage: writes each comparison and a manifest, and finds the stored comparisons.
 
-A run's `compare/` holds `<label>.json` (the Comparison, `Comparison.to_json`), `<label>.md` and
-`manifest.json`; the report and `reproduce --fail-on-diff` read these files (`comparison_files`,
-`comparison.read_comparison`) rather than comparing again, so that they never disagree with the comparison.
+A run's `compare/` holds `<label>.json` (the Comparison, `Comparison.to_json`), `<label>.md`,
+`attribution.json` and `.md` (where the gap comes from, `attribution.Attribution`) and `manifest.json`;
+the report and `reproduce --fail-on-diff` read these files (`comparison_files`, `read_comparison`,
+`attribution.read_attribution`) rather than comparing again, so that they never disagree with them.
 """
 
 from __future__ import annotations
@@ -12,13 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gpt4allj_kit import paths
+from gpt4allj_kit.compare.attribution import Attribution, attribute
 from gpt4allj_kit.compare.comparison import Comparison, compare_path
+from gpt4allj_kit.compare.paired import SAMPLES_DIR
 from gpt4allj_kit.errors import ConfigError
 from gpt4allj_kit.files import atomic_write_text, check_writable, sha256_file
 from gpt4allj_kit.manifest import now_iso, write_manifest
 from gpt4allj_kit.published import PublishedTable, Row
 from gpt4allj_kit.redaction import redact
-from gpt4allj_kit.report.render import Format, comparison_markdown, comparison_text
+from gpt4allj_kit.report.render import Format, attribution_markdown, comparison_markdown, comparison_text
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,7 @@ class ComparedEvals:
     comparisons: dict[str, Comparison]
     files: tuple[Path, ...]
     manifest: Path
+    attribution: Attribution | None = None
 
 
 @dataclass(frozen=True)
@@ -65,9 +69,11 @@ def write_comparisons(
     note: str | None = None,
     comparable: bool | None = None,
     command: str | Sequence[str],
+    attribute_against: Row | None = None,
 ) -> ComparedEvals:
     """Compares every model under `eval_dir` with the row `against(label)`; writes `<label>.json` and
-    `<label>.md` for each, then `manifest.json`, into `out_dir`."""
+    `<label>.md` for each, with `attribute_against` (the run's row) `attribution.json` and `.md`, then
+    `manifest.json`, into `out_dir`."""
     started = now_iso()
     check_writable(out_dir, directory=True)
     folders = evaluated_folders(eval_dir)
@@ -84,6 +90,20 @@ def write_comparisons(
         ):
             atomic_write_text(path, redact(text))
             files.append(path)
+    inputs = [Path(c.measured.source) for c in comparisons.values()]
+    attribution = None
+    if attribute_against is not None:
+        evaluated = {folder.name: folder for folder in folders}  # the ones compared above
+        attribution = attribute(
+            evaluated,
+            attribute_against,
+            run=str(eval_dir.parent),
+            table=table,
+            note=note,
+            comparable=comparable,
+        )
+        files += _write_attribution(attribution, out_dir)
+        inputs += [f for folder in evaluated.values() for f in sorted((folder / SAMPLES_DIR).glob("*.jsonl"))]
     manifest = out_dir / paths.MANIFEST
     write_manifest(
         manifest,
@@ -91,11 +111,39 @@ def write_comparisons(
         command=command if isinstance(command, str) else list(command),
         config={"eval_dir": str(eval_dir), "note": note, "comparable": comparable},
         started=started,
-        inputs={c.measured.source: sha256_file(Path(c.measured.source)) for c in comparisons.values()},
+        inputs={str(p): sha256_file(p) for p in inputs},
         outputs=[p.name for p in files],
         comparisons=[_summary(label, c) for label, c in comparisons.items()],
+        **({"attribution": _attribution_summary(attribution)} if attribution else {}),
     )
-    return ComparedEvals(comparisons=comparisons, files=tuple(files), manifest=manifest)
+    return ComparedEvals(
+        comparisons=comparisons, files=tuple(files), manifest=manifest, attribution=attribution
+    )
+
+
+def _write_attribution(attribution: Attribution, out_dir: Path) -> list[Path]:
+    json_file = out_dir / paths.ATTRIBUTION
+    written = [
+        (json_file, attribution.to_json()),
+        (json_file.with_suffix(".md"), attribution_markdown(attribution)),
+    ]
+    for path, text in written:
+        atomic_write_text(path, redact(text))
+    return [path for path, _ in written]
+
+
+def _attribution_summary(a: Attribution) -> dict[str, object]:
+    """What the manifest says of the attribution: its row, whether the gap is split, and the seeded
+    bootstrap behind its paired intervals."""
+    return {
+        "file": paths.ATTRIBUTION,
+        "row": a.row,
+        "split": a.split,
+        "base": a.base is not None,
+        "checkpoints": list(a.checkpoints),
+        "settings": a.settings.model_dump(mode="json"),
+        "missing": list(a.missing),
+    }
 
 
 def write_comparison(
@@ -132,8 +180,9 @@ def write_comparison(
 
 
 def comparison_files(compare_dir: Path) -> dict[str, Path]:
-    """The stored comparisons in `compare_dir` by label (every `*.json` but the manifests)."""
+    """The stored comparisons in `compare_dir` by label (every `*.json` but the manifests and the
+    attribution)."""
     if not compare_dir.is_dir():
         return {}
     found = sorted(compare_dir.glob("*.json"))
-    return {p.stem: p for p in found if not p.name.endswith(paths.MANIFEST)}
+    return {p.stem: p for p in found if not p.name.endswith(paths.MANIFEST) and p.name != paths.ATTRIBUTION}

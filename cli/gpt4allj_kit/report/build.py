@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gpt4allj_kit import paths
+from gpt4allj_kit.compare.attribution import Attribution, attribute_run, evaluations, read_attribution
 from gpt4allj_kit.compare.comparison import Comparison, combined_table, compare_path, read_comparison
 from gpt4allj_kit.compare.results import result_candidates
 from gpt4allj_kit.compare.stage import comparison_files
@@ -41,11 +42,14 @@ from gpt4allj_kit.report.contents import (
 )
 from gpt4allj_kit.report.render import report_html, report_markdown
 from gpt4allj_kit.report.view import (
+    AttributionView,
     ComparisonSection,
     Figure,
     ManifestSection,
     ReportView,
     TrainingSection,
+    attribution_unavailable,
+    attribution_view,
     comparison_view,
     notes_view,
     overview_grid,
@@ -65,6 +69,7 @@ class ReportResult:
     missing: tuple[str, ...]
     # True when the comparisons were made here (no compare/ results), False when read from compare/.
     compared_here: bool
+    attribution: Attribution | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +132,35 @@ def _comparisons(
     return _Comparisons(found, inputs, compared_here=True)
 
 
+@dataclass(frozen=True)
+class _Attributed:
+    view: AttributionView | None
+    attribution: Attribution | None = None
+    file: Path | None = None  # compare/attribution.json when read from there
+
+
+def _attributed(contents: RunContents, table: PublishedTable, against: str | None) -> _Attributed:
+    """Where the gap comes from: the compare stage's attribution.json, else made here from the evaluations
+    (an older run, an eval dir of several models), else what is missing; nothing for a single eval."""
+    stored = contents.root / paths.COMPARE_DIR / paths.ATTRIBUTION
+    where = relative(stored, contents.root)
+    if stored.is_file():
+        try:
+            a = read_attribution(stored)
+            return _Attributed(attribution_view(a, f"From {where} (the compare stage's)."), a, stored)
+        except KitError as exc:
+            reason = f"{where} cannot be read ({exc.message}): made here from the evaluations"
+    else:
+        reason = f"No {where}: made here from the evaluations"
+    if not evaluations(contents.root):
+        return _Attributed(None)
+    try:
+        a = attribute_run(contents.root, against=against, table=table)
+    except KitError as exc:
+        return _Attributed(attribution_unavailable(f"no attribution: {exc.message}"))
+    return _Attributed(attribution_view(a, f"{reason}."), a)
+
+
 def _missing(contents: RunContents, series: Metrics | None, comparisons: Sequence[Comparison]) -> list[str]:
     missing = []
     if contents.metrics is None:
@@ -174,6 +208,7 @@ def _view(
     series: Metrics | None,
     missing: Sequence[str],
     started: str,
+    attribution: AttributionView | None = None,
 ) -> ReportView:
     root = contents.root
     assets = lock_assets(contents.lock)
@@ -205,6 +240,7 @@ def _view(
             for path, data in manifests.items()
         ),
         sources="; ".join(table.sources),
+        attribution=attribution,
     )
 
 
@@ -234,7 +270,8 @@ def build_report(
     comparisons = compared.found
     series = read_metrics(contents.metrics) if contents.metrics else None
     missing = _missing(contents, series, comparisons) + problems
-    view = _view(contents, table, comparisons, manifests, series, missing, started)
+    attributed = _attributed(contents, table, against)
+    view = _view(contents, table, comparisons, manifests, series, missing, started, attributed.view)
 
     out.mkdir(parents=True, exist_ok=True)
     for figure in view.figures:
@@ -243,6 +280,7 @@ def build_report(
     atomic_write_text(md_path, redact(report_markdown(view)))
     atomic_write_text(html_path, redact(report_html(view)))
     inputs = [p for p in (contents.metrics, contents.lock, *contents.manifests) if p] + compared.files
+    inputs += [attributed.file] if attributed.file else []
     pngs = [f.name for f in view.figures]
     write_manifest(
         out / paths.MANIFEST,
@@ -266,6 +304,7 @@ def build_report(
             for c in comparisons
         ],
         missing=missing,
+        attribution=_attribution_record(attributed),
     )
     return ReportResult(
         html=html_path,
@@ -276,4 +315,17 @@ def build_report(
         comparisons=tuple(comparisons),
         missing=tuple(missing),
         compared_here=compared.compared_here,
+        attribution=attributed.attribution,
     )
+
+
+def _attribution_record(attributed: _Attributed) -> dict[str, object] | None:
+    a = attributed.attribution
+    if attributed.view is None:
+        return None
+    return {
+        "from": f"{paths.COMPARE_DIR}/{paths.ATTRIBUTION}" if attributed.file else "made here",
+        "row": a.row if a else None,
+        "split": a.split if a else False,
+        "missing": list(attributed.view.missing),
+    }

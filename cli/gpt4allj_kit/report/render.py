@@ -16,14 +16,17 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from gpt4allj_kit.compare.attribution import Attribution
 from gpt4allj_kit.compare.comparison import Comparison, regenerated_table
 from gpt4allj_kit.published import PublishedTable
 from gpt4allj_kit.report.view import (
+    AttributionView,
     Cell,
     ComparisonView,
     Grid,
     PublishedView,
     ReportView,
+    attribution_view,
     comparison_view,
     published_view,
 )
@@ -41,7 +44,7 @@ _ENV = jinja2.Environment(
     undefined=jinja2.StrictUndefined,
 )
 
-_VERDICT_STYLE = {"reproduced": "green", "differs": "red"}
+_VERDICT_STYLE = {"reproduced": "green", "differs": "red", "same": "green", "not significant": "dim"}
 _ROW_STYLE = {"ours": "bold yellow", "compared": "cyan"}
 
 
@@ -68,6 +71,27 @@ def report_markdown(view: ReportView) -> str:
 
 def report_html(view: ReportView) -> str:
     return _template("report.html.j2", r=view, title=view.title)
+
+
+def attribution_markdown(a: Attribution, *, heading_level: int = 2, origin: str = "") -> str:
+    return _template("attribution.md.j2", v=attribution_view(a, origin), level=heading_level)
+
+
+def attribution_html(a: Attribution, *, origin: str = "") -> str:
+    """A complete, self-contained page about where a run's gap comes from."""
+    view = attribution_view(a, origin)
+    return _template("attribution.html.j2", v=view, title=f"gpt4allj-kit: {view.title}")
+
+
+def attribution_text(a: Attribution, fmt: Format) -> str:
+    """`a` as the text of a file in `fmt` (the terminal tables uncoloured)."""
+    if fmt == "table":
+        return plain_text(attribution_renderable(a))
+    if fmt == "markdown":
+        return attribution_markdown(a)
+    if fmt == "json":
+        return a.to_json()
+    return attribution_html(a)
 
 
 def comparison_text(c: Comparison, fmt: Format) -> str:
@@ -143,3 +167,26 @@ def plain_text(renderable: RenderableType, width: int = 140) -> str:
     buffer = StringIO()
     Console(file=buffer, width=width, color_system=None, force_terminal=False).print(renderable)
     return buffer.getvalue()
+
+
+def attribution_view_renderable(view: AttributionView) -> RenderableType:
+    parts: list[RenderableType] = [Text(view.title, style="bold")]
+    if view.origin:
+        parts.append(Text(view.origin, style="dim"))
+    parts += [Text(f"Note: {n.text}.", style="bold red" if n.strong else "yellow") for n in view.notes]
+    parts += [Text(f"Missing: {item}", style="yellow") for item in view.missing]
+    parts += [Text(f"• {line}") for line in view.summary]
+    for grid, title in (
+        (view.values, "Published, re-evaluated, retrained (percent ± stderr)"),
+        (view.split, "The split of the gap"),
+        (view.base, view.base_title),
+    ):
+        if grid is not None:
+            parts.append(_rich_table(grid, Table(title=title, title_justify="left")))
+    parts += [Text(f"{line}.", style="dim") for line in view.legend]
+    return Group(*parts)
+
+
+def attribution_renderable(a: Attribution, origin: str = "") -> RenderableType:
+    """Where a run's gap comes from, for the terminal."""
+    return attribution_view_renderable(attribution_view(a, origin))

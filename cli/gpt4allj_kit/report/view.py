@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from gpt4allj_kit.compare.attribution import Attribution, CheckpointGap, Closest, GapCell, GapRow
 from gpt4allj_kit.compare.comparison import Comparison, TableRow, Verdict
+from gpt4allj_kit.compare.paired import PairedVerdict
 from gpt4allj_kit.published import Column
 
 OURS_MARK = "◀ ours"
@@ -26,7 +28,7 @@ RowKind = Literal["", "ours", "compared", "total"]
 class Cell:
     text: str
     strong: bool = False
-    verdict: Verdict | None = None
+    verdict: Verdict | PairedVerdict | None = None
 
 
 @dataclass(frozen=True)
@@ -260,6 +262,7 @@ class ReportView:
     assets: Grid | None
     manifests: tuple[ManifestSection, ...]
     sources: str
+    attribution: AttributionView | None = None
 
     @property
     def figures(self) -> tuple[Figure, ...]:
@@ -274,4 +277,238 @@ def text_grid(header: Sequence[str], rows: Sequence[Sequence[str]], numeric: Seq
         header=tuple(header),
         numeric=tuple(numeric),
         rows=tuple(Row(cells=tuple(Cell(v) for v in r)) for r in rows),
+    )
+
+
+# --- where the gap comes from -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AttributionView:
+    """The gap of a run's checkpoints to the published row, split; the parts it lacks in `missing`."""
+
+    title: str
+    origin: str
+    notes: tuple[Note, ...]
+    missing: tuple[str, ...]
+    summary: tuple[str, ...]
+    values: Grid | None
+    split: Grid | None
+    base_title: str
+    base: Grid | None
+    legend: tuple[str, ...]
+
+
+GAP_TITLE = "Where the gap comes from"
+
+
+def _pm(value: float | None, stderr: float | None) -> str:
+    return "—" if value is None or stderr is None else f"{pct(value)} ± {pct(stderr)}"
+
+
+def _interval(low: float, high: float) -> str:
+    return f"[{signed(low)}, {signed(high)}]"
+
+
+def _training_cell(gap: CheckpointGap) -> Cell:
+    t = gap.training
+    if t is None:
+        return Cell("—")
+    return Cell(f"{signed(t.delta)} {_interval(t.ci_low, t.ci_high)} {t.verdict}", verdict=t.verdict)
+
+
+def closest_text(closest: Closest | None) -> str:
+    """The closest checkpoint(s) with the paired verdict; a tie and `same` said in words."""
+    if closest is None:
+        return "—"
+    names = " = ".join(closest.labels) + (" (tie)" if closest.tie else "")
+    verdicts = set(closest.verdicts.values())
+    if verdicts == {"same"}:
+        return f"{names}: same on every document"
+    said = (
+        next(iter(verdicts))
+        if len(verdicts) == 1
+        else ", ".join(f"{label} {v}" for label, v in closest.verdicts.items())
+    )
+    # No "|" here: it would split a Markdown table's cell.
+    return f"{names}: {pct(closest.distance)} points from R, {said}"
+
+
+def _row_label(cell: GapCell) -> Cell:
+    return Cell(cell.label, strong=cell.key == "average")
+
+
+def _kind(cell: GapCell) -> RowKind:
+    return "total" if cell.key == "average" else ""
+
+
+def _values_grid(row: GapRow, checkpoints: Sequence[str]) -> Grid:
+    body = [
+        Row(
+            cells=(
+                _row_label(cell),
+                Cell(cell.metric),
+                Cell(pct(cell.published, 1 if cell.key != "average" else 2)),
+                Cell(_pm(cell.ours, cell.ours_stderr)),
+                *(Cell(_pm(g.value, g.stderr)) for g in cell.checkpoints),
+            ),
+            kind=_kind(cell),
+        )
+        for cell in row.all_cells
+    ]
+    return Grid(
+        header=("Task", "Metric", f"Published ({row.row})", "Re-evaluated published", *checkpoints),
+        numeric=(False, False, True, True, *[True] * len(checkpoints)),
+        rows=tuple(body),
+    )
+
+
+def _drift_cells(cell: GapCell) -> tuple[Cell, Cell]:
+    drift = cell.eval_stack
+    if drift is None:
+        return Cell("—"), Cell("—")
+    return Cell(f"{signed(drift.delta)} ± {pct(drift.stderr)}"), Cell(drift.verdict, verdict=drift.verdict)
+
+
+def _split_grid(row: GapRow, checkpoints: Sequence[str]) -> Grid:
+    body = [
+        Row(
+            cells=(
+                _row_label(cell),
+                *_drift_cells(cell),
+                *(_training_cell(g) for g in cell.checkpoints),
+                Cell(closest_text(cell.closest)),
+            ),
+            kind=_kind(cell),
+        )
+        for cell in row.all_cells
+    ]
+    return Grid(
+        header=(
+            "Task",
+            "Eval-stack drift R - P (± R's stderr)",
+            "Eval-stack verdict",
+            *(f"Training drift {label} - R [95% CI]" for label in checkpoints),
+            "Closest to the released checkpoint",
+        ),
+        numeric=(False, True, False, *[True] * len(checkpoints), False),
+        rows=tuple(body),
+    )
+
+
+def _base_grid(row: GapRow) -> Grid:
+    body = [
+        Row(
+            cells=(
+                _row_label(cell),
+                Cell(cell.metric),
+                Cell(pct(cell.published, 1 if cell.key != "average" else 2)),
+                Cell(_pm(cell.ours, cell.ours_stderr)),
+                *_drift_cells(cell),
+            ),
+            kind=_kind(cell),
+        )
+        for cell in row.all_cells
+    ]
+    return Grid(
+        header=(
+            "Task",
+            "Metric",
+            "Published",
+            f"Ours ({row.label})",
+            "Eval-stack drift (± our stderr)",
+            "Eval-stack verdict",
+        ),
+        numeric=(False, False, True, True, True, False),
+        rows=tuple(body),
+    )
+
+
+def _split_line(cell: GapCell, gap: CheckpointGap) -> str:
+    """One checkpoint's total gap on `cell` as the sum of its two parts."""
+    drift, training = cell.eval_stack, gap.training
+    line = f"{gap.label}: total gap on {cell.label} {signed(gap.total)}"
+    if drift is None:
+        return line + " (not split: no re-evaluation of the published checkpoint)"
+    line += f" = eval-stack {signed(drift.delta)} (unpaired, ± {pct(drift.stderr)}, {drift.verdict})"
+    if training is None:
+        return line + f" + training {signed(gap.value - (cell.ours or 0.0))} (no paired test)"
+    interval = _interval(training.ci_low, training.ci_high)
+    return line + f" + training {signed(training.delta)} (paired, 95% CI {interval}, {training.verdict})"
+
+
+def _closest_counts(row: GapRow) -> str | None:
+    counts: dict[str, int] = {}
+    for cell in row.cells:
+        for label in cell.closest.labels if cell.closest else ():
+            counts[label] = counts.get(label, 0) + 1
+    if not counts:
+        return None
+    listed = ", ".join(f"{label} on {n}" for label, n in counts.items())
+    return (
+        f"closest to the released checkpoint per task: {listed} of {len(row.cells)} tasks "
+        "(a tie counts for each)"
+    )
+
+
+def _gap_summary(a: Attribution) -> tuple[str, ...]:
+    avg = a.released.average
+    lines = [_split_line(avg, gap) for gap in avg.checkpoints]
+    if avg.closest:
+        lines.append(f"closest to the released checkpoint on Avg: {closest_text(avg.closest)}")
+    if counts := _closest_counts(a.released):
+        lines.append(counts)
+    if a.base and (drift := a.base.average.eval_stack):
+        lines.append(
+            f"base model ({a.base.row}): eval-stack drift on Avg {signed(drift.delta)} "
+            f"(unpaired, ± {pct(drift.stderr)}, {drift.verdict})"
+        )
+    return tuple(lines)
+
+
+def attribution_view(a: Attribution, origin: str = "") -> AttributionView:
+    return AttributionView(
+        title=f"{GAP_TITLE}: {a.row}",
+        origin=origin,
+        notes=notes_view(a.notes),
+        missing=a.missing,
+        summary=_gap_summary(a),
+        values=_values_grid(a.released, a.checkpoints),
+        split=_split_grid(a.released, a.checkpoints) if a.split else None,
+        base_title=f"Base model: {a.base.row} (published) vs our evaluation" if a.base else "",
+        base=_base_grid(a.base) if a.base else None,
+        legend=_legend(a),
+    )
+
+
+def _legend(a: Attribution) -> tuple[str, ...]:
+    s = a.settings
+    legend = [
+        "P: the published number; R: our evaluation of the published checkpoint; T: a retrained "
+        "checkpoint. Total gap T - P = eval-stack drift (R - P) + training drift (T - R)",
+        f"Eval-stack drift: {a.eval_stack_uncertainty}",
+    ]
+    if a.split and a.checkpoints:
+        legend += [
+            f"Training drift: {a.training_uncertainty}; bootstrap seed {s.seed}, {s.resamples} resamples, "
+            f"alpha {s.alpha:g}; same: every document scores alike",
+            "Closest: the smallest distance |T - R|; a tie lists every checkpoint, and a checkpoint that is "
+            "the same on every document beats one whose mean merely equals R's",
+        ]
+    return tuple(legend)
+
+
+def attribution_unavailable(reason: str, origin: str = "") -> AttributionView:
+    """The section when no attribution could be made: what is missing, nothing else."""
+    return AttributionView(
+        title=GAP_TITLE,
+        origin=origin,
+        notes=(),
+        missing=(reason,),
+        summary=(),
+        values=None,
+        split=None,
+        base_title="",
+        base=None,
+        legend=(),
     )
