@@ -6,6 +6,8 @@ Renderers return strings or renderables; they never print.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from io import StringIO
 from pathlib import Path
 from typing import Literal
@@ -17,14 +19,17 @@ from rich.table import Table
 from rich.text import Text
 
 from gpt4allj_kit.compare.comparison import Comparison, regenerated_table
+from gpt4allj_kit.compare.paired import PairedComparison
 from gpt4allj_kit.published import PublishedTable
 from gpt4allj_kit.report.view import (
     Cell,
     ComparisonView,
     Grid,
+    PairedView,
     PublishedView,
     ReportView,
     comparison_view,
+    paired_view,
     published_view,
 )
 
@@ -41,7 +46,7 @@ _ENV = jinja2.Environment(
     undefined=jinja2.StrictUndefined,
 )
 
-_VERDICT_STYLE = {"reproduced": "green", "differs": "red"}
+_VERDICT_STYLE = {"reproduced": "green", "same": "green", "not significant": "yellow", "differs": "red"}
 _ROW_STYLE = {"ours": "bold yellow", "compared": "cyan"}
 
 
@@ -81,11 +86,36 @@ def comparison_text(c: Comparison, fmt: Format) -> str:
     return comparison_html(c)
 
 
+def paired_markdown(pairs: Sequence[PairedComparison], *, heading_level: int = 2) -> str:
+    return _template("paired.md.j2", views=[paired_view(p) for p in pairs], level=heading_level)
+
+
+def paired_html(pairs: Sequence[PairedComparison]) -> str:
+    views = [paired_view(p) for p in pairs]
+    return _template("paired.html.j2", views=views, title="gpt4allj-kit: paired comparison")
+
+
+def paired_json(pairs: Sequence[PairedComparison]) -> str:
+    data = [{**p.model_dump(mode="json"), "differing": p.differing, "same": p.same} for p in pairs]
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+def paired_text(pairs: Sequence[PairedComparison], fmt: Format) -> str:
+    """`pairs` as the text of a file in `fmt` (the terminal table uncoloured)."""
+    if fmt == "table":
+        return plain_text(paired_renderable(pairs))
+    if fmt == "markdown":
+        return paired_markdown(pairs)
+    if fmt == "json":
+        return paired_json(pairs)
+    return paired_html(pairs)
+
+
 # --- rich (terminal) ---------------------------------------------------------------------------------
 
 
 def _rich_cell(cell: Cell) -> Text:
-    style = _VERDICT_STYLE[cell.verdict] if cell.verdict else ("bold" if cell.strong else "")
+    style = _VERDICT_STYLE.get(cell.verdict, "") if cell.verdict else ("bold" if cell.strong else "")
     return Text(cell.text, style=style)
 
 
@@ -136,6 +166,20 @@ def comparison_view_renderable(view: ComparisonView) -> RenderableType:
 
 def comparison_renderable(c: Comparison) -> RenderableType:
     return comparison_view_renderable(comparison_view(c))
+
+
+def paired_view_renderable(view: PairedView) -> RenderableType:
+    return Group(
+        *(Text(line, style="dim") for line in view.sources),
+        *(Text(f"Note: {n.text}.", style="yellow") for n in view.notes),
+        _rich_table(view.grid, Table(title=view.title, title_justify="left", box=box.SIMPLE_HEAD)),
+        Text(f"Rule: {view.rule}.", style="dim"),
+        Text(view.summary, style="bold red" if view.differs else "bold green"),
+    )
+
+
+def paired_renderable(pairs: Sequence[PairedComparison]) -> RenderableType:
+    return Group(*(paired_view_renderable(paired_view(p)) for p in pairs))
 
 
 def plain_text(renderable: RenderableType, width: int = 140) -> str:

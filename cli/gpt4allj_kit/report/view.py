@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from gpt4allj_kit.compare.comparison import Comparison, TableRow, Verdict
+from gpt4allj_kit.compare.paired import PairedComparison, PairedVerdict
 from gpt4allj_kit.published import Column
 
 OURS_MARK = "◀ ours"
@@ -26,7 +27,7 @@ RowKind = Literal["", "ours", "compared", "total"]
 class Cell:
     text: str
     strong: bool = False
-    verdict: Verdict | None = None
+    verdict: Verdict | PairedVerdict | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,17 @@ class ComparisonView:
     grid: Grid
     rule: str
     published: PublishedView
+
+
+@dataclass(frozen=True)
+class PairedView:
+    title: str
+    sources: tuple[str, ...]
+    notes: tuple[Note, ...]
+    summary: str
+    differs: bool
+    grid: Grid
+    rule: str
 
 
 def pct(value: float, digits: int = 2) -> str:
@@ -274,4 +286,84 @@ def text_grid(header: Sequence[str], rows: Sequence[Sequence[str]], numeric: Seq
         header=tuple(header),
         numeric=tuple(numeric),
         rows=tuple(Row(cells=tuple(Cell(v) for v in r)) for r in rows),
+    )
+
+
+def paired_summary(p: PairedComparison) -> str:
+    if p.same:
+        return f"the same on every document of all {len(p.tasks)} tasks"
+    if p.differing:
+        differing = ", ".join(p.differing)
+        return f"{len(p.differing)} of {len(p.tasks)} tasks differ ({differing}); average {p.average.verdict}"
+    return f"no task differs significantly; average {p.average.verdict}"
+
+
+def _interval(low: float, high: float) -> str:
+    return f"{signed(low)}..{signed(high)}"
+
+
+def paired_grid(p: PairedComparison) -> Grid:
+    rows = [
+        Row(
+            cells=(
+                Cell(t.label),
+                Cell(t.metric),
+                Cell(str(t.n)),
+                Cell(pct(t.a)),
+                Cell(pct(t.b)),
+                Cell(signed(t.delta)),
+                Cell(_interval(t.ci_low, t.ci_high)),
+                Cell(f"{t.only_a}/{t.only_b}"),
+                Cell(f"{t.p_value:.3g}"),
+                Cell(t.verdict, verdict=t.verdict),
+            )
+        )
+        for t in p.tasks
+    ]
+    a = p.average
+    total = (
+        Cell("Avg", strong=True),
+        Cell("mean"),
+        Cell(""),
+        Cell(pct(a.a)),
+        Cell(pct(a.b)),
+        Cell(signed(a.delta)),
+        Cell(_interval(a.ci_low, a.ci_high)),
+        Cell(""),
+        Cell(""),
+        Cell(a.verdict, verdict=a.verdict),
+    )
+    return Grid(
+        header=(
+            "Task",
+            "Metric",
+            "n",
+            "A",
+            "B",
+            "Δ A-B",
+            "paired CI",
+            "A/B only",
+            "McNemar p",
+            "Verdict",
+        ),
+        numeric=(False, False, True, True, True, True, True, True, True, False),
+        rows=(*rows, Row(cells=total, kind="total")),
+    )
+
+
+def paired_view(p: PairedComparison) -> PairedView:
+    s = p.settings
+    confidence = f"{100 * (1 - s.alpha):g}%"
+    return PairedView(
+        title=f"A: {p.a_label} vs B: {p.b_label} (paired, same documents)",
+        sources=(f"A: {p.a_source}", f"B: {p.b_source}"),
+        notes=notes_view(p.notes),
+        summary=paired_summary(p),
+        differs=bool(p.differing) or p.average.verdict == "differs",
+        grid=paired_grid(p),
+        rule=(
+            f"per task: {s.per_task_test}, differs when p < {s.alpha:g}; 'same' when every document scores "
+            f"alike; CI: {confidence} {s.interval} ({s.resamples} resamples, seed {s.seed}); "
+            "the average weighs each task the same and differs when its CI excludes 0"
+        ),
     )
