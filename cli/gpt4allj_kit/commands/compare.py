@@ -149,11 +149,12 @@ def report_cmd(
     They go to --output, by default RUN_DIR/report.
     """
     from gpt4allj_kit.errors import ConfigError
-    from gpt4allj_kit.published import load_published_table
+    from gpt4allj_kit.published import load_eval_stack, load_published_table
     from gpt4allj_kit.report import render
 
     if published:
-        console.print(render.published_table_renderable(load_published_table()))
+        table = load_published_table()
+        console.print(render.published_table_renderable(table, load_eval_stack(table)))
         return
     if run_dir is None:
         raise ConfigError("report needs RUN_DIR (or --published to print the published table)")

@@ -20,7 +20,7 @@ from rich.text import Text
 
 from gpt4allj_kit.compare.comparison import Comparison, regenerated_table
 from gpt4allj_kit.compare.paired import PairedComparison
-from gpt4allj_kit.published import PublishedTable
+from gpt4allj_kit.published import EvalStack, PublishedTable
 from gpt4allj_kit.report.view import (
     Cell,
     ComparisonView,
@@ -30,7 +30,7 @@ from gpt4allj_kit.report.view import (
     ReportView,
     comparison_view,
     paired_view,
-    published_view,
+    table_view,
 )
 
 Format = Literal["table", "markdown", "json", "html"]
@@ -137,17 +137,16 @@ def published_renderable(view: PublishedView) -> RenderableType:
         title=f"{view.title} (percent)",
         title_justify="left",
         box=box.SIMPLE_HEAD,
-        caption=view.note + legend,
+        caption=Text(view.note + legend),  # a Text: "[source-id]" is not rich markup
         caption_justify="left",
     )
-    return Group(_rich_table(view.grid, table), Text(f"Sources: {view.sources}", style="dim"))
+    sources = [Text(f"  {s}", style="dim") for s in view.sources]
+    return Group(_rich_table(view.grid, table), Text("Sources:", style="dim"), *sources)
 
 
-def published_table_renderable(table: PublishedTable) -> RenderableType:
-    """The published table alone, every row with its computed Avg."""
-    return published_renderable(
-        published_view(regenerated_table(table), table.columns, table.title, table.sources)
-    )
+def published_table_renderable(table: PublishedTable, bands: EvalStack | None = None) -> RenderableType:
+    """The published table alone, every row with its computed Avg (and a printed one that differs)."""
+    return published_renderable(table_view(regenerated_table(table), table, bands))
 
 
 def comparison_view_renderable(view: ComparisonView) -> RenderableType:
@@ -159,6 +158,9 @@ def comparison_view_renderable(view: ComparisonView) -> RenderableType:
         _rich_table(view.grid, Table(title=view.title, title_justify="left")),
         Text(f"Rule: {view.rule}. (*) independence assumed.", style="dim"),
         Text(view.summary, style="bold green" if view.reproduced else "bold red"),
+        Text(f"Band: {view.band_summary}", style="bold"),
+        Text(f"Band rule: {view.band_rule}.", style="dim"),
+        *([Text(f"Band source: {view.band_source}.", style="dim")] if view.band_source else []),
         published_renderable(view.published),
     ]
     return Group(*parts)

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from gpt4allj_kit.compare.comparison import Comparison, TableRow, Verdict
+from gpt4allj_kit.compare.comparison import NO_BAND, Comparison, TableRow, Verdict
 from gpt4allj_kit.compare.paired import PairedComparison, PairedVerdict
-from gpt4allj_kit.published import Column
+from gpt4allj_kit.published import ROUNDING, Column, EvalStack, PublishedTable, printed_average_differs
 
 OURS_MARK = "◀ ours"
 COMPARED_MARK = "◀ compared"
@@ -56,7 +56,7 @@ class PublishedView:
     title: str
     grid: Grid
     note: str
-    sources: str
+    sources: tuple[str, ...]
     has_ours: bool
 
 
@@ -70,6 +70,10 @@ class ComparisonView:
     grid: Grid
     rule: str
     published: PublishedView
+    # The second verdict, with the row's evaluation-stack band, said apart from the first.
+    band_summary: str
+    band_rule: str
+    band_source: str | None
 
 
 @dataclass(frozen=True)
@@ -99,8 +103,46 @@ def _mark(row: TableRow) -> str:
     return OURS_MARK if row.ours else (COMPARED_MARK if row.compared else "")
 
 
+def average_text(row: TableRow, digits: int) -> str:
+    """The computed Avg; where the source printed another one (beyond rounding), that one beside it."""
+    text = pct(row.average, digits)
+    if printed_average_differs(row.average, row.printed_average):
+        return f"{text} (printed {pct(row.printed_average or 0.0, 1)})"
+    return text
+
+
+def _average_note(rows: Sequence[TableRow], cells: int) -> str:
+    flagged = [r.name for r in rows if printed_average_differs(r.average, r.printed_average)]
+    base = f"Avg is computed as the plain mean of the {cells} cells (never copied)"
+    if flagged:
+        return (
+            f"{base}; 'X (printed Y)': the source prints Y, which is not the mean of the row's cells "
+            f"(more than the {ROUNDING} of rounding apart): {', '.join(flagged)}."
+        )
+    if any(r.printed_average is not None for r in rows):
+        return f"{base}; every printed Avg agrees with it to rounding ({ROUNDING})."
+    return f"{base}."
+
+
+def _rows_by_source(rows: Sequence[TableRow]) -> str:
+    published = [r for r in rows if not r.ours]
+    ids = list(dict.fromkeys(r.source for r in published if r.source))
+    if not ids:
+        return ""
+    if len(ids) == 1 and all(r.source for r in published):
+        return f" Rows: all {len(published)} from [{ids[0]}]."
+    groups = "; ".join(f"[{i}] {', '.join(r.name for r in published if r.source == i)}" for i in ids)
+    return f" Rows by source: {groups}."
+
+
 def published_view(
-    rows: Sequence[TableRow], columns: Sequence[Column], title: str, sources: Sequence[str]
+    rows: Sequence[TableRow],
+    columns: Sequence[Column],
+    title: str,
+    sources: Sequence[str],
+    *,
+    convention: str | None = None,
+    bands: str | None = None,
 ) -> PublishedView:
     """The published table (with our rows, if any): published numbers to their one decimal, ours to two."""
     # The last column marks our rows and the rows compared with; the bare published table has none.
@@ -108,7 +150,7 @@ def published_view(
     body = []
     for row in rows:
         digits = 2 if row.ours else 1
-        values = [pct(row.values[c.key], digits) for c in columns] + [pct(row.average, digits)]
+        values = [pct(row.values[c.key], digits) for c in columns] + [average_text(row, digits)]
         cells = tuple(Cell(v, strong=row.ours) for v in [row.name, *values])
         kind: RowKind = "ours" if row.ours else ("compared" if row.compared else "")
         body.append(Row(cells=(*cells, Cell(_mark(row))) if marked else cells, kind=kind))
@@ -120,10 +162,40 @@ def published_view(
             numeric=(False, *[True] * (len(columns) + 1), *([False] if marked else [])),
             rows=tuple(body),
         ),
-        note=f"Avg is computed as the plain mean of the {len(columns)} cells (never copied). "
-        f"Metrics: {metrics}; zero-shot.",
-        sources="; ".join(sources),
+        note=f"{_average_note(rows, len(columns))} Metrics: {metrics}; zero-shot."
+        + (f" Metric convention: {convention}" if convention else "")
+        + _rows_by_source(rows)
+        + (f" {bands}" if bands else ""),
+        sources=tuple(sources),
         has_ours=any(r.ours for r in rows),
+    )
+
+
+def bands_note(bands: EvalStack) -> str:
+    """Which rows have a documented evaluation-stack band, with its range and source."""
+    if not bands.bands:
+        return "No row has a documented evaluation-stack band."
+    parts = [
+        f"{b.row} (±{pct(min(b.cells.values()))} to ±{pct(max(b.cells.values()))} per cell, "
+        f"±{pct(b.average)} Avg; [{b.source.id}])"
+        for b in bands.bands.values()
+    ]
+    return f"Evaluation-stack bands (shown apart from the verdict; other rows have none): {'; '.join(parts)}."
+
+
+def table_view(
+    rows: Sequence[TableRow], table: PublishedTable, bands: EvalStack | None = None
+) -> PublishedView:
+    """`published_view` of `rows` with what the table file says of itself (sources, metric convention) and,
+    given `bands`, which rows have an evaluation-stack band."""
+    convention = f"{table.metric_convention.established_by} [{table.metric_convention.source}]."
+    return published_view(
+        rows,
+        table.columns,
+        table.title,
+        table.citations,
+        convention=convention,
+        bands=bands_note(bands) if bands is not None else None,
     )
 
 
@@ -150,6 +222,27 @@ def summary(c: Comparison) -> str:
     )
 
 
+def band_summary(c: Comparison) -> str:
+    """The second verdict in a line: with the row's band, or that the row has none."""
+    if c.band is None:
+        return c.band_note or NO_BAND
+    differing = c.differing_with_band or []
+    cells = len(c.cells)
+    head = f"with the evaluation-stack band of {c.band.row}: "
+    if not differing:
+        return f"{head}all {cells} cells reproduced; average {c.average.band_verdict}"
+    return (
+        f"{head}{len(differing)} of {cells} cells differ ({', '.join(differing)}); "
+        f"average {c.average.band_verdict}"
+    )
+
+
+def _band_cells(band: float | None, verdict: Verdict | None) -> tuple[Cell, Cell]:
+    if band is None:
+        return Cell("—"), Cell(NO_BAND)
+    return Cell(f"±{pct(band)}"), Cell(verdict or "", verdict=verdict)
+
+
 def comparison_grid(c: Comparison) -> Grid:
     rows = [
         Row(
@@ -162,6 +255,7 @@ def comparison_grid(c: Comparison) -> Grid:
                 Cell(pct(cell.stderr)),
                 Cell("—" if cell.n is None else str(cell.n)),
                 Cell(cell.verdict, verdict=cell.verdict),
+                *_band_cells(cell.band, cell.band_verdict),
             )
         )
         for cell in c.cells
@@ -176,10 +270,11 @@ def comparison_grid(c: Comparison) -> Grid:
         Cell(pct(a.stderr) + "*"),
         Cell(""),
         Cell(a.verdict, verdict=a.verdict),
+        *_band_cells(a.band, a.band_verdict),
     )
     return Grid(
-        header=("Task", "Metric", "Report", "Ours", "Δ", "Our stderr", "n", "Verdict"),
-        numeric=(False, False, True, True, True, True, True, False),
+        header=("Task", "Metric", "Report", "Ours", "Δ", "Our stderr", "n", "Verdict", "Band", "With band"),
+        numeric=(False, False, True, True, True, True, True, False, True, False),
         rows=(*rows, Row(cells=total, kind="total")),
     )
 
@@ -194,6 +289,9 @@ def comparison_view(c: Comparison) -> ComparisonView:
         grid=comparison_grid(c),
         rule=c.rule,
         published=published_view(c.table, c.columns, c.table_title, c.sources),
+        band_summary=band_summary(c),
+        band_rule=c.band_rule,
+        band_source=(f"band of {c.band.row} from {c.band.source}; {c.band.derivation}" if c.band else None),
     )
 
 
@@ -207,13 +305,24 @@ def overview_grid(comparisons: Sequence[Comparison]) -> Grid:
             pct(c.average.ours),
             pct(c.average.reported),
             f"{signed(c.average.delta)} ± {pct(c.average.stderr)}",
+            NO_BAND
+            if c.differing_with_band is None
+            else f"{len(c.cells) - len(c.differing_with_band)}/{len(c.cells)}",
         )
         for c in comparisons
     ]
     return text_grid(
-        ("Evaluated", "Compared with", "Cells reproduced", "Avg ours", "Avg report", "Δ Avg ± stderr"),
+        (
+            "Evaluated",
+            "Compared with",
+            "Cells reproduced",
+            "Avg ours",
+            "Avg report",
+            "Δ Avg ± stderr",
+            "With band",
+        ),
         rows,
-        numeric=(False, False, True, True, True, True),
+        numeric=(False, False, True, True, True, True, False),
     )
 
 
@@ -271,7 +380,7 @@ class ReportView:
     commands: tuple[tuple[str, str], ...]
     assets: Grid | None
     manifests: tuple[ManifestSection, ...]
-    sources: str
+    sources: tuple[str, ...]
 
     @property
     def figures(self) -> tuple[Figure, ...]:
