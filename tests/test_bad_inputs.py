@@ -89,16 +89,17 @@ def _kind_name(spec: Any) -> str:
 
 
 def _patched(document: dict[str, Any], patch: dict[str, Any] | None) -> dict[str, Any]:
-    """`document` with each "a/b/c" key of `patch` set (or removed, for ~drop)."""
+    """`document` with each "a/0/c" key of `patch` set (or removed, for ~drop); a number indexes a list."""
     for dotted, value in (patch or {}).items():
         *parents, leaf = dotted.split("/")
-        node = document
+        node: Any = document
         for part in parents:
-            node = node[part]
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        key: Any = int(leaf) if isinstance(node, list) else leaf
         if value == DROP:
-            del node[leaf]
+            del node[key]
         else:
-            node[leaf] = value
+            node[key] = value
     return document
 
 
@@ -162,6 +163,11 @@ def _make(path: Path, spec: Any, tmp: Path) -> None:
         path.write_text(json.dumps(_patched(lm_eval_results(), arg)), encoding="utf-8")
     elif kind == "run-state":
         path.write_text(json.dumps(_patched(run_state(), arg)), encoding="utf-8")
+    elif kind in ("published", "eval-stack"):
+        # JSON is YAML: the kit's own data file, patched, as a copy the probe's GPT4ALLJ_KIT_ROOT points at.
+        own = paths.published_table_path() if kind == "published" else paths.eval_stack_path()
+        document = yaml.safe_load(own.read_text(encoding="utf-8"))
+        path.write_text(json.dumps(_patched(document, arg)), encoding="utf-8")
     else:
         raise ValueError(f"unknown setup kind {kind!r}")
 
@@ -239,7 +245,8 @@ def run_probe(probe: Probe, tmp: Path, kit_cli: Any) -> Outcome:
     if probe.needs_modes and os.geteuid() == 0:
         argv = WITHOUT_DAC_OVERRIDE + argv
     start = time.monotonic()
-    code, out, err = _run(argv, kit_cli.env({**kit_cli.OFFLINE, **probe.env}), tmp, probe.timeout)
+    env = {name: _substituted(value, tmp) for name, value in probe.env.items()}
+    code, out, err = _run(argv, kit_cli.env({**kit_cli.OFFLINE, **env}), tmp, probe.timeout)
     seconds = time.monotonic() - start
     return Outcome(tmp, code, out, err, seconds, before, snapshot(tmp))
 

@@ -55,8 +55,17 @@ def profile_path(name: str) -> Path:
     return configs_dir() / "profiles" / f"{name}.yaml"
 
 
+def published_dir() -> Path:
+    return project_root() / "reports" / "published"
+
+
 def published_table_path() -> Path:
-    return project_root() / "reports" / "published" / "zero_shot.yaml"
+    return published_dir() / "zero_shot.yaml"
+
+
+def eval_stack_path() -> Path:
+    """The evaluation-stack bands of the published table's rows (reports/published/eval_stack.yaml)."""
+    return published_dir() / "eval_stack.yaml"
 
 
 def lock_path() -> Path:

@@ -27,7 +27,7 @@ from gpt4allj_kit.config import (
 from gpt4allj_kit.errors import ConfigError, ExitCode, KitError
 from gpt4allj_kit.files import check_writable, sha256_file
 from gpt4allj_kit.manifest import now_iso, write_manifest
-from gpt4allj_kit.published import PublishedTable, Row, load_published_table
+from gpt4allj_kit.published import PublishedTable, Row, load_eval_stack, load_published_table
 from gpt4allj_kit.recipe import BASE_REPO, MODEL_REPO, ROW_OF_REVISION
 from gpt4allj_kit.redaction import redact
 from gpt4allj_kit.runstate import STAGES, RunState, load_state, save_state, state_path
@@ -403,6 +403,7 @@ def reproduce(request: ReproduceRequest, hooks: Hooks | None = None) -> RunState
     hooks = hooks or Hooks()
     profile = load_profile(request.profile)
     table = load_published_table()
+    load_eval_stack(table)  # a broken bands file stops the run before it starts, not at its compare stage
     row = row_for_revision(table, request.revision, request.against)
     run_dir = request.run_dir()
     _check_before_running(request, profile, run_dir)

@@ -93,6 +93,7 @@ def test_the_gap_splits_exactly_into_eval_stack_and_training_drift(tmp_path, sco
     assert drift.delta == pytest.approx(2.0) and drift.stderr == pytest.approx(boolq.ours_stderr)
     assert boolq.ours_stderr == pytest.approx(100 * (0.62 * 0.38 / (N - 1)) ** 0.5)  # lm-eval's stderr
     assert drift.verdict == "reproduced"  # 2 points, R's stderr 4.9
+    assert drift.band is None and drift.band_verdict is None  # no source documents this row's band
 
     epoch_1, epoch_2 = boolq.checkpoints
     assert (epoch_1.label, epoch_1.value, epoch_1.total) == (
@@ -127,6 +128,11 @@ def test_the_gap_splits_exactly_into_eval_stack_and_training_drift(tmp_path, sco
     assert a.base is not None and a.base.row == flat.row("base").name and a.base.label == "base"
     assert all(c.checkpoints == () and c.closest is None for c in a.base.all_cells)
     assert a.base.average.eval_stack.delta == pytest.approx(5.0)  # type: ignore[union-attr]
+    # The GPT-J row has a documented band (dolly-v2 card, BoolQ 0.655963): beside the verdict, not in it.
+    base_boolq = a.base.cells[0].eval_stack
+    assert base_boolq is not None and base_boolq.band == pytest.approx(abs(50 - 65.5963))
+    assert (base_boolq.verdict, base_boolq.band_verdict) == ("reproduced", "reproduced")
+    assert a.base.band_source and "dolly-v2" in a.base.band_source and a.released.band_source is None
 
 
 def test_closest_checkpoint_with_ties_and_same(tmp_path, scored_eval, flat) -> None:
@@ -292,7 +298,7 @@ def test_every_format_shows_the_split(tmp_path, scored_eval, flat) -> None:
     for fmt in ("table", "markdown", "html"):
         text = attribution_text(a, fmt)  # type: ignore[arg-type]
         assert "Where the gap comes from" in text and "training +3.00 (paired, 95% CI [" in text, fmt
-    assert '<span class="not-significant">' in attribution_text(a, "html")
+    assert '<span class="not significant">' in attribution_text(a, "html")
 
 
 # --- end to end ---------------------------------------------------------------------------------------

@@ -92,11 +92,16 @@ def test_summary_and_manifest(runs: Any, tiny) -> None:
         (split,) = dataset["data_files"].values()
         assert split["sha256"] == sha256_file(Path(split["path"]))
     assert summary["task_hashes"] == results["task_hashes"]
+    assert (summary["batch_size"], summary["batch_sizes_detected"]) == (4, [])
+    assert (summary["dtype"], summary["model_dtype"]) == ("float32", "torch.float32")
+    assert summary["device"] == "cpu"
+    assert summary["task_versions"] == results["versions"]
     manifest = _json(out / "manifest.json")
     assert manifest["stage"] == "eval"
     assert manifest["model"]["label"] == "final"
     assert manifest["task_hashes"] == results["task_hashes"]
     assert manifest["task_datasets"] == summary["task_datasets"]
+    assert manifest["settings"] == {k: summary[k] for k in manifest["settings"]}
     assert manifest["config"]["trust_remote_code"] is False
     assert manifest["command"].startswith("gpt4allj-kit eval --model")
     assert manifest["environment"]["packages"]["lm-eval"] == "0.4.13"

@@ -60,7 +60,9 @@ def test_html_is_escaped_markdown_is_not(table: PublishedTable) -> None:
 
 def test_bare_published_table_has_no_mark_column(table: PublishedTable) -> None:
     text = render.plain_text(render.published_table_renderable(table), width=200)
-    assert "◀" not in text and "Sources: " in text
+    assert "◀" not in text and "Sources:\n" in text
+    flat = " ".join(text.split())
+    assert all(" ".join(citation.split()) in flat for citation in table.citations)
     assert "plain mean of the 7 cells" in text
     for row in table.rows:
         assert row.name in text

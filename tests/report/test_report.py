@@ -280,3 +280,35 @@ def test_html_escapes_what_it_shows(tmp_path: Path, table: PublishedTable) -> No
     page = result.html.read_text()
     assert "<script" not in page and "ours: &lt;script&gt;odd" in page
     assert "ours: <script>odd" in result.markdown.read_text()  # Markdown shows the label as it is
+
+
+def test_report_shows_the_band_of_the_base_row_apart(tmp_path: Path, table: PublishedTable) -> None:
+    """A base evaluation is compared with the GPT-J row, which has a documented evaluation-stack band: the
+    report shows it beside the verdict; the jazzy comparison says it has none."""
+    evals = tmp_path / "evals"
+    write_eval(evals / "final", table)
+    base = evals / "base"
+    write_eval(base, table)
+    gptj = table.row("base").values
+    results = {
+        c.task: {"alias": c.task, f"{c.metric},none": gptj[c.key] / 100, f"{c.metric}_stderr,none": 0.011}
+        for c in table.columns
+    }
+    (base / "results.json").write_text(json.dumps({"results": results, "lm_eval_version": "0.4.13"}))
+    summary = {"model": "EleutherAI/gpt-j-6B", "revision": "main", "label": "base"}
+    (base / "summary.json").write_text(json.dumps(summary))
+    result = build_report(evals, command="test")
+    assert {c.measured.label: c.against for c in result.comparisons} == {
+        "base": "GPT-J 6.7B", "final": "GPT4All-J v1.2-jazzy"
+    }  # fmt: skip
+    md, page = result.markdown.read_text(), result.html.read_text()
+    assert "| Avg ours | Avg report | Δ Avg ± stderr | With band |" in md
+    assert re.search(r"\| base \| GPT-J 6\.7B \| 7/7 \|[^\n]*\| 7/7 \|", md)
+    assert re.search(r"\| final \| GPT4All-J v1\.2-jazzy \| 7/7 \|[^\n]*\| no documented band \|", md)
+    for text in (md, page):
+        assert "with the evaluation-stack band of GPT-J 6.7B: all 7 cells reproduced" in text
+        assert "no documented band for GPT4All-J v1.2-jazzy" in text
+        # The published table says which row has a band, and where every row comes from.
+        assert "Evaluation-stack bands (shown apart from the verdict; other rows have none): GPT-J" in text
+        assert "Rows: all 12 from [gpt4all-j-model-card]" in text
+        assert "[dolly-v2-model-card]" in text and "commit unknown" in text

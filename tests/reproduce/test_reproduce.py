@@ -151,6 +151,32 @@ def test_smoke_reproduction_writes_every_artifact(smoke_run: SmokeRun) -> None:
 
 
 @pytest.mark.slow
+def test_two_trainings_with_other_seeds_get_a_paired_verdict(
+    smoke_run: SmokeRun, kit_cli, tmp_path: Path
+) -> None:
+    """The smoke example of `compare RUN_A RUN_B`: the same tiny world trained with another seed, its
+    checkpoints paired with the first run's by label, on the same task documents."""
+    other = tmp_path / "seed7"
+    done = kit_cli(
+        "reproduce", "--profile", "smoke", "--output", other, "--set", "seed=7", env=OFFLINE, timeout=900
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    paired = kit_cli("compare", smoke_run.run_dir, other, "--format", "json", env=OFFLINE)
+    assert paired.returncode == 0, paired.stderr
+    pairs = json.loads(paired.stdout)
+    assert [p["a_label"] for p in pairs] == [p["b_label"] for p in pairs] == ["epoch_1", "epoch_2", "final"]
+    for p in pairs:
+        for task in p["tasks"]:
+            assert task["delta"] == pytest.approx(task["a"] - task["b"])
+            assert task["ci_low"] <= task["delta"] <= task["ci_high"]
+            assert task["verdict"] in ("same", "not significant", "differs")
+    # Another seed trains other weights: somewhere a document is scored differently.
+    assert any(t["only_a"] + t["only_b"] for p in pairs for t in p["tasks"])
+    itself = kit_cli("compare", smoke_run.run_dir / "eval" / "final", smoke_run.run_dir / "eval" / "final")
+    assert itself.returncode == 0 and "the same on every document of all 7 tasks" in itself.stdout
+
+
+@pytest.mark.slow
 def test_rerun_skips_completed_stages(smoke_run: SmokeRun, kit_cli) -> None:
     run_dir, first = smoke_run.run_dir, smoke_run.done
     assert first.returncode == 0, first.stderr[-3000:]

@@ -25,6 +25,14 @@ def compare_cmd(
         Path,
         typer.Argument(help="lm-eval results JSON (0.4 or 0.3 layout), the kit's summary.json, or a dir."),
     ],
+    other: Annotated[
+        Path | None,
+        typer.Argument(
+            help="A second eval folder or run dir: compare the two document by document (paired tests; "
+            "two run dirs pair their evaluations by label).",
+            show_default=False,
+        ),
+    ] = None,
     against: AgainstOption = None,
     fmt: Annotated[
         CompareFormat, typer.Option("--format", help="table (terminal), markdown, json or html.")
@@ -37,11 +45,26 @@ def compare_cmd(
     not_comparable: Annotated[
         bool, typer.Option("--not-comparable", help="Mark the model as not comparable (a tiny/smoke model).")
     ] = False,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            "--seed", min=0, help="Paired bootstrap seed (two evaluations; default: a fixed one, recorded)."
+        ),
+    ] = None,
 ) -> None:
-    """Compare our zero-shot numbers with a row of the published table, cell by cell, by our stderr.
+    """Compare our zero-shot numbers with a row of the published table, cell by cell, by our stderr;
+    or, given two evaluations, with each other document by document (McNemar, paired bootstrap).
 
     Printed, or written to the file --output with a manifest beside it.
     """
+    if other is not None:
+        _check_paired_options(against=against, note=note, not_comparable=not_comparable)
+        _compare_paired(results, other, fmt, output, seed, fail_on_diff)
+        return
+    if seed is not None:
+        from gpt4allj_kit.errors import ConfigError
+
+        raise ConfigError("--seed applies to a paired comparison of two evaluations (compare A B)")
     from gpt4allj_kit.compare import compare_path
     from gpt4allj_kit.compare.stage import write_comparison
     from gpt4allj_kit.report import render
@@ -74,6 +97,43 @@ def compare_cmd(
         raise typer.Exit(int(ExitCode.RESULTS_DIFFER))
 
 
+def _check_paired_options(*, against: str | None, note: str | None, not_comparable: bool) -> None:
+    from gpt4allj_kit.errors import ConfigError
+
+    given = [name for name, value in (("--against", against), ("--note", note)) if value is not None]
+    given += ["--not-comparable"] if not_comparable else []
+    if given:
+        raise ConfigError(
+            f"{', '.join(given)}: only for a comparison with the published table, not of two evaluations"
+        )
+
+
+def _compare_paired(
+    a: Path, b: Path, fmt: CompareFormat, output: Path | None, seed: int | None, fail_on_diff: bool
+) -> None:
+    from gpt4allj_kit.compare.paired import Settings, compare_runs
+    from gpt4allj_kit.compare.stage import write_paired
+    from gpt4allj_kit.report import render
+    from gpt4allj_kit.report.view import paired_summary
+
+    settings = Settings() if seed is None else Settings(seed=seed)
+    if output is None:
+        with console.status("comparing document by document"):
+            pairs = compare_runs(a, b, settings=settings)
+        if fmt is CompareFormat.table:
+            console.print(render.paired_renderable(pairs))
+        else:
+            sys.stdout.write(render.paired_text(pairs, fmt.value))
+    else:
+        written = write_paired(a, b, output, fmt=fmt.value, settings=settings, command=sys.argv)
+        pairs = written.pairs
+        for p in pairs:
+            console.print(f"A: {p.a_label} vs B: {p.b_label}: {paired_summary(p)}", highlight=False)
+        console.print(f"wrote {output} (manifest {written.manifest.name})", highlight=False)
+    if fail_on_diff and any(p.differing or p.average.verdict == "differs" for p in pairs):
+        raise typer.Exit(int(ExitCode.RESULTS_DIFFER))
+
+
 def report_cmd(
     run_dir: Annotated[
         Path | None, typer.Argument(help="A reproduce run dir, a training output dir or an eval dir.")
@@ -89,11 +149,12 @@ def report_cmd(
     They go to --output, by default RUN_DIR/report.
     """
     from gpt4allj_kit.errors import ConfigError
-    from gpt4allj_kit.published import load_published_table
+    from gpt4allj_kit.published import load_eval_stack, load_published_table
     from gpt4allj_kit.report import render
 
     if published:
-        console.print(render.published_table_renderable(load_published_table()))
+        table = load_published_table()
+        console.print(render.published_table_renderable(table, load_eval_stack(table)))
         return
     if run_dir is None:
         raise ConfigError("report needs RUN_DIR (or --published to print the published table)")

@@ -4,7 +4,8 @@ each of our retrained checkpoints T, per task and for the average, in percent po
 The total gap T - P splits exactly into
 - evaluation-stack drift R - P: the same weights, their published number against ours (lm-eval version,
   dtype, batch size, hardware). Unpaired: the published number has no documents and no stderr, so its only
-  uncertainty is R's stderr, judged by the compare rule (|Δ| ≤ 2·stderr);
+  uncertainty is R's stderr, judged by the compare rule (|Δ| ≤ 2·stderr); where reports/published/
+  eval_stack.yaml documents a band for the row, a second verdict with it is shown beside, never instead;
 - training drift T - R: our training against the released one, both evaluated by us on the same documents.
   Paired (`paired.compare_paired(T, R)`): McNemar's exact test per task and a seeded paired bootstrap
   interval, per task and for the average.
@@ -24,12 +25,21 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from gpt4allj_kit import paths
-from gpt4allj_kit.compare.comparison import RULE, Verdict, default_against, verdict
+from gpt4allj_kit.compare.comparison import RULE, Verdict, band_verdict, default_against, verdict
 from gpt4allj_kit.compare.paired import PairedComparison, PairedVerdict, Settings, compare_paired
 from gpt4allj_kit.compare.results import Measured, read_measured, result_candidates
 from gpt4allj_kit.errors import ConfigError, KitError
 from gpt4allj_kit.files import read_json_object
-from gpt4allj_kit.published import Column, PublishedTable, Row, average, load_published_table
+from gpt4allj_kit.published import (
+    Band,
+    Column,
+    EvalStack,
+    PublishedTable,
+    Row,
+    average,
+    load_eval_stack,
+    load_published_table,
+)
 from gpt4allj_kit.recipe import ROW_OF_REVISION
 from gpt4allj_kit.report.contents import label_order
 
@@ -60,6 +70,9 @@ class EvalStackDrift(_Model):
     stderr: float  # R's: the published number has none
     verdict: Verdict
     uncertainty: Literal["unpaired"] = "unpaired"
+    # The row's documented evaluation-stack band and the verdict with it; None: no documented band.
+    band: float | None = None
+    band_verdict: Verdict | None = None
 
 
 class TrainingDrift(_Model):
@@ -118,6 +131,7 @@ class GapRow(_Model):
     source: str | None
     cells: tuple[GapCell, ...]
     average: GapCell
+    band_source: str | None = None  # where the row's evaluation-stack band comes from, if it has one
 
     @property
     def all_cells(self) -> tuple[GapCell, ...]:
@@ -165,9 +179,15 @@ def read_attribution(path: Path) -> Attribution:
 # --- cells ----------------------------------------------------------------------------------------------
 
 
-def _eval_stack(ours: float, stderr: float, published: float) -> EvalStackDrift:
+def _eval_stack(ours: float, stderr: float, published: float, band: float | None) -> EvalStackDrift:
     delta = ours - published
-    return EvalStackDrift(delta=delta, stderr=stderr, verdict=verdict(delta, stderr))
+    return EvalStackDrift(
+        delta=delta,
+        stderr=stderr,
+        verdict=verdict(delta, stderr),
+        band=band,
+        band_verdict=band_verdict(delta, stderr, band),
+    )
 
 
 def _closest(checkpoints: Sequence[CheckpointGap]) -> Closest | None:
@@ -190,8 +210,10 @@ def _gap_cell(
     published: float,
     ours: tuple[float, float] | None,
     checkpoints: Sequence[tuple[str, float, float, TrainingDrift | None]],
+    band: float | None = None,
 ) -> GapCell:
-    """One cell from its numbers: `ours` is (R, stderr), each checkpoint (label, T, stderr, T - R paired)."""
+    """One cell from its numbers: `ours` is (R, stderr), each checkpoint (label, T, stderr, T - R paired),
+    `band` the row's evaluation-stack band for the cell."""
     gaps = tuple(
         CheckpointGap(label=label, value=value, stderr=stderr, total=value - published, training=training)
         for label, value, stderr, training in checkpoints
@@ -203,7 +225,7 @@ def _gap_cell(
         published=published,
         ours=ours[0] if ours else None,
         ours_stderr=ours[1] if ours else None,
-        eval_stack=_eval_stack(*ours, published) if ours else None,
+        eval_stack=_eval_stack(*ours, published, band) if ours else None,
         checkpoints=gaps,
         closest=_closest(gaps),
     )
@@ -248,9 +270,10 @@ def gap_row(
     columns: Sequence[Column],
     ours: Measured | None,
     checkpoints: Mapping[str, tuple[Measured, PairedComparison | None]] | None = None,
+    band: Band | None = None,
 ) -> GapRow:
     """`row` against our evaluation of its checkpoint (`ours`) and the retrained `checkpoints` (label →
-    their numbers and their paired comparison with `ours`)."""
+    their numbers and their paired comparison with `ours`); `band`: the row's evaluation-stack band."""
     checkpoints = checkpoints or {}
 
     def cell(column: Column) -> GapCell:
@@ -259,7 +282,7 @@ def gap_row(
         for label, (measured, paired) in checkpoints.items():
             value, stderr = _percent(measured, column)
             found.append((label, value, stderr, _task_drift(value, r[0], paired, column.key) if r else None))
-        return _gap_cell(column, row.values[column.key], r, found)
+        return _gap_cell(column, row.values[column.key], r, found, band.cells[column.key] if band else None)
 
     mine = _mean(ours, columns) if ours else None
     averaged = []
@@ -271,7 +294,8 @@ def gap_row(
         label=ours.label if ours else None,
         source=ours.source if ours else None,
         cells=tuple(cell(c) for c in columns),
-        average=_gap_cell(None, average(row.values), mine, averaged),
+        average=_gap_cell(None, average(row.values), mine, averaged, band.average if band else None),
+        band_source=band.source.citation() if band else None,
     )
 
 
@@ -325,12 +349,14 @@ def attribute(
     settings: Settings | None = None,
     note: str | None = None,
     comparable: bool | None = None,
+    bands: EvalStack | None = None,
 ) -> Attribution:
     """The attribution of the evaluations `folders` (label → eval folder) against the published `row`:
     `published` is our re-evaluation of its checkpoint, `base` of the base model's, every other label a
     retrained checkpoint."""
     table = table or load_published_table()
     settings = settings or Settings()
+    bands = bands if bands is not None else load_eval_stack(table)
     measured = {
         label: read_measured(folder, table=table, note=note, comparable=comparable)
         for label, folder in folders.items()
@@ -375,8 +401,8 @@ def attribute(
         run=run,
         row=row.name,
         checkpoints=tuple(labels),
-        released=gap_row(row, table.columns, released, checkpoints),
-        base=gap_row(base_row, table.columns, base) if base is not None else None,
+        released=gap_row(row, table.columns, released, checkpoints, bands.band(row)),
+        base=gap_row(base_row, table.columns, base, band=bands.band(base_row)) if base is not None else None,
         comparable=all(m.comparable for m in measured.values()),
         notes=tuple(notes),
         missing=tuple(missing),

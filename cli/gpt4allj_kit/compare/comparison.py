@@ -4,6 +4,11 @@ A cell is `reproduced` when |ours - report| <= 2 * our stderr (percent points), 
 report's metric is used per column (acc_norm for PIQA, HellaSwag, ARC-e, ARC-c, OBQA; acc for BoolQ and
 WinoGrande). The average is computed, never copied; its stderr assumes the tasks' errors are independent:
 sqrt(sum of squared stderrs) / number of tasks.
+
+Beside that verdict, never instead of it: where reports/published/eval_stack.yaml documents an
+evaluation-stack band for the row compared with, each cell also gets a second verdict, |ours - report| <=
+2 * our stderr + band, so that a reader sees which part of a verdict rests on the band. Rows without a band
+say so; the band changes neither `reproduced` nor `--fail-on-diff`.
 """
 
 from __future__ import annotations
@@ -18,7 +23,16 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from gpt4allj_kit.compare.results import Measured, read_measured
 from gpt4allj_kit.errors import ConfigError
-from gpt4allj_kit.published import Column, PublishedTable, Row, average, load_published_table
+from gpt4allj_kit.published import (
+    Band,
+    Column,
+    EvalStack,
+    PublishedTable,
+    Row,
+    average,
+    load_eval_stack,
+    load_published_table,
+)
 from gpt4allj_kit.recipe import DEFAULT_REVISION, EVAL_TASKS
 
 SIGMAS = 2.0
@@ -26,6 +40,12 @@ RULE = (
     "reproduced when |Δ| ≤ 2·stderr (our stderr, percent points), differs otherwise; the average's stderr "
     f"is sqrt(Σ stderr²)/{len(EVAL_TASKS)}, assuming the {len(EVAL_TASKS)} tasks' errors are independent"
 )
+BAND_RULE = (
+    "reproduced when |Δ| ≤ 2·stderr + band, the band being the row's documented evaluation-stack "
+    "difference (|published - a source's lm-eval value for the same checkpoint|); shown beside the verdict, "
+    "it never changes it"
+)
+NO_BAND = "no documented band"
 # Floating-point slack so that a difference of exactly 2·stderr still counts as reproduced.
 _EPS = 1e-9
 
@@ -49,6 +69,9 @@ class Cell(_Model):
     stderr: float
     verdict: Verdict
     n: int | None = None
+    # The row's evaluation-stack band (percent points) and the verdict with it; None: no documented band.
+    band: float | None = None
+    band_verdict: Verdict | None = None
 
 
 class AverageCell(_Model):
@@ -57,6 +80,16 @@ class AverageCell(_Model):
     delta: float
     stderr: float
     verdict: Verdict
+    band: float | None = None
+    band_verdict: Verdict | None = None
+
+
+class BandSource(_Model):
+    """Where the band of the row compared with comes from, and how it is derived."""
+
+    row: str
+    source: str
+    derivation: str
 
 
 class TableRow(_Model):
@@ -67,6 +100,9 @@ class TableRow(_Model):
     average: float
     ours: bool = False
     compared: bool = False
+    # A published row's source id and the Avg it prints (shown, flagged when it is not its cells' mean).
+    source: str | None = None
+    printed_average: float | None = None
 
 
 class Comparison(_Model):
@@ -77,6 +113,8 @@ class Comparison(_Model):
     columns: tuple[Column, ...]
     cells: tuple[Cell, ...]
     average: AverageCell
+    band: BandSource | None = None
+    band_rule: str = BAND_RULE
     table: tuple[TableRow, ...]
     table_title: str
     sources: tuple[str, ...]
@@ -92,6 +130,18 @@ class Comparison(_Model):
         return not self.differing
 
     @property
+    def differing_with_band(self) -> list[str] | None:
+        """The cells outside 2·stderr + band; None when the row has no documented band."""
+        if self.band is None:
+            return None
+        return [c.label for c in self.cells if c.band_verdict == "differs"]
+
+    @property
+    def band_note(self) -> str | None:
+        """What a comparison with a row that has no band says instead of a second verdict."""
+        return None if self.band else f"{NO_BAND} for {self.against}: only the 2·stderr verdict applies"
+
+    @property
     def notes(self) -> tuple[str, ...]:
         return self.measured.notes
 
@@ -100,6 +150,9 @@ class Comparison(_Model):
         data = self.model_dump(mode="json")
         data["reproduced"] = self.reproduced
         data["differing"] = self.differing
+        data["differing_with_band"] = self.differing_with_band
+        if self.band_note:
+            data["band_note"] = self.band_note
         return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
@@ -115,8 +168,13 @@ def read_comparison(path: Path) -> Comparison:
         raise ConfigError(f"{path}: not a stored comparison ({where}: {first['msg']})") from None
 
 
-def verdict(delta: float, stderr: float) -> Verdict:
-    return "reproduced" if abs(delta) <= SIGMAS * stderr + _EPS else "differs"
+def verdict(delta: float, stderr: float, band: float = 0.0) -> Verdict:
+    return "reproduced" if abs(delta) <= SIGMAS * stderr + band + _EPS else "differs"
+
+
+def band_verdict(delta: float, stderr: float, band: float | None) -> Verdict | None:
+    """The verdict with the evaluation-stack band; None where there is no documented band."""
+    return None if band is None else verdict(delta, stderr, band)
 
 
 def default_against(measured: Measured, table: PublishedTable, fallback: str | None = None) -> Row:
@@ -137,7 +195,14 @@ def regenerated_table(
     for row in table.rows:
         mine = [(name, values) for name, values, after in ours if after == row.name]
         rows.append(
-            TableRow(name=row.name, values=dict(row.values), average=average(row.values), compared=bool(mine))
+            TableRow(
+                name=row.name,
+                values=dict(row.values),
+                average=average(row.values),
+                compared=bool(mine),
+                source=row.source,
+                printed_average=row.printed_average,
+            )
         )
         rows += [TableRow(name=n, values=v, average=average(v), ours=True) for n, v in mine]
     return tuple(rows)
@@ -155,21 +220,34 @@ def _ours_name(measured: Measured) -> str:
     return f"ours: {measured.label}"
 
 
+def _band_source(band: Band | None) -> BandSource | None:
+    if band is None:
+        return None
+    return BandSource(row=band.row, source=band.source.citation(), derivation=band.derivation)
+
+
 def compare(
-    measured: Measured, against: str | Row | None = None, table: PublishedTable | None = None
+    measured: Measured,
+    against: str | Row | None = None,
+    table: PublishedTable | None = None,
+    bands: EvalStack | None = None,
 ) -> Comparison:
-    """`measured` judged cell by cell against a published row (by name, alias or revision)."""
+    """`measured` judged cell by cell against a published row (by name, alias or revision), and, where the
+    row has a documented evaluation-stack band, also with that band (shown apart)."""
     table = table or load_published_table()
+    bands = bands if bands is not None else load_eval_stack(table)
     row = (
         against
         if isinstance(against, Row)
         else (table.row(against) if against else default_against(measured, table))
     )
+    band = bands.band(row)
     cells = []
     for column in table.columns:
         score = measured.scores[column.key]
         ours, stderr = score.value * 100, score.stderr * 100
         delta = ours - row.values[column.key]
+        cell_band = band.cells[column.key] if band else None
         cells.append(
             Cell(
                 key=column.key,
@@ -182,17 +260,22 @@ def compare(
                 stderr=stderr,
                 verdict=verdict(delta, stderr),
                 n=score.n,
+                band=cell_band,
+                band_verdict=band_verdict(delta, stderr, cell_band),
             )
         )
     ours_avg = sum(c.ours for c in cells) / len(cells)
     avg_stderr = math.sqrt(sum(c.stderr**2 for c in cells)) / len(cells)
     reported_avg = average(row.values)
+    avg_band = band.average if band else None
     avg = AverageCell(
         reported=reported_avg,
         ours=ours_avg,
         delta=ours_avg - reported_avg,
         stderr=avg_stderr,
         verdict=verdict(ours_avg - reported_avg, avg_stderr),
+        band=avg_band,
+        band_verdict=band_verdict(ours_avg - reported_avg, avg_stderr, avg_band),
     )
     name = _ours_name(measured)
     return Comparison(
@@ -203,9 +286,10 @@ def compare(
         columns=table.columns,
         cells=tuple(cells),
         average=avg,
+        band=_band_source(band),
         table=regenerated_table(table, [(name, {c.key: c.ours for c in cells}, row.name)]),
         table_title=table.title,
-        sources=table.sources,
+        sources=table.citations,
     )
 
 

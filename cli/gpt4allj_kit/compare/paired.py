@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from gpt4allj_kit import paths
 from gpt4allj_kit.errors import ConfigError
@@ -27,6 +27,8 @@ from gpt4allj_kit.files import read_json_object, read_text
 from gpt4allj_kit.published import Column, PublishedTable, load_published_table
 
 SAMPLES_DIR = "samples"
+# The evaluation settings whose difference would mix into a paired difference between two models.
+SETTINGS_KEYS = ("lm_eval_version", "task_versions", "num_fewshot", "limit", "dtype", "batch_size", "device")
 ALPHA = 0.05
 RESAMPLES = 10_000
 SEED = 1234
@@ -41,9 +43,9 @@ class _Model(BaseModel):
 class Settings(_Model):
     """What a paired verdict assumes, recorded with it."""
 
-    alpha: float = ALPHA
-    resamples: int = RESAMPLES
-    seed: int = SEED
+    alpha: float = Field(ALPHA, gt=0, lt=1)
+    resamples: int = Field(RESAMPLES, ge=100)
+    seed: int = Field(SEED, ge=0)
     per_task_test: str = "McNemar's exact test (two-sided binomial on the discordant documents)"
     interval: str = "paired bootstrap, documents resampled within each task, percentile interval"
 
@@ -86,6 +88,7 @@ class PairedComparison(_Model):
     tasks: tuple[PairedTask, ...]
     average: PairedAverage
     settings: Settings
+    notes: tuple[str, ...] = ()
 
     @property
     def differing(self) -> list[str]:
@@ -206,9 +209,24 @@ def _is_evaluation(folder: Path) -> bool:
     return (folder / paths.SUMMARY).is_file() and (folder / SAMPLES_DIR).is_dir()
 
 
+def _summary(folder: Path) -> dict[str, object]:
+    return read_json_object(folder / paths.SUMMARY, kind="eval summary")
+
+
 def _label(folder: Path) -> str:
-    label = read_json_object(folder / paths.SUMMARY, kind="eval summary").get("label")
+    label = _summary(folder).get("label")
     return str(label) if label else folder.name
+
+
+def settings_notes(a: Path, b: Path) -> tuple[str, ...]:
+    """What differs between the two evaluations' settings: the paired difference then includes its effect."""
+    summary_a, summary_b = _summary(a), _summary(b)
+    return tuple(
+        f"evaluated with different {key} (A: {summary_a.get(key)}, B: {summary_b.get(key)}): "
+        "the difference includes that setting's effect"
+        for key in SETTINGS_KEYS
+        if summary_a.get(key) != summary_b.get(key)
+    )
 
 
 def pairs(a: Path, b: Path) -> list[tuple[Path, Path]]:
@@ -284,6 +302,7 @@ def compare_paired(
         tasks=tuple(tasks),
         average=_average(tasks, resampled, settings),
         settings=settings,
+        notes=settings_notes(a, b),
     )
 
 

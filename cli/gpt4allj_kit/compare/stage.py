@@ -15,13 +15,19 @@ from pathlib import Path
 from gpt4allj_kit import paths
 from gpt4allj_kit.compare.attribution import Attribution, attribute
 from gpt4allj_kit.compare.comparison import Comparison, compare_path
-from gpt4allj_kit.compare.paired import SAMPLES_DIR
+from gpt4allj_kit.compare.paired import SAMPLES_DIR, PairedComparison, Settings, compare_runs
 from gpt4allj_kit.errors import ConfigError
 from gpt4allj_kit.files import atomic_write_text, check_writable, sha256_file
 from gpt4allj_kit.manifest import now_iso, write_manifest
 from gpt4allj_kit.published import PublishedTable, Row
 from gpt4allj_kit.redaction import redact
-from gpt4allj_kit.report.render import Format, attribution_markdown, comparison_markdown, comparison_text
+from gpt4allj_kit.report.render import (
+    Format,
+    attribution_markdown,
+    comparison_markdown,
+    comparison_text,
+    paired_text,
+)
 
 
 @dataclass(frozen=True)
@@ -90,7 +96,7 @@ def write_comparisons(
         ):
             atomic_write_text(path, redact(text))
             files.append(path)
-    inputs = [Path(c.measured.source) for c in comparisons.values()]
+    inputs = {c.measured.source: sha256_file(Path(c.measured.source)) for c in comparisons.values()}
     attribution = None
     if attribute_against is not None:
         evaluated = {folder.name: folder for folder in folders}  # the ones compared above
@@ -103,7 +109,8 @@ def write_comparisons(
             comparable=comparable,
         )
         files += _write_attribution(attribution, out_dir)
-        inputs += [f for folder in evaluated.values() for f in sorted((folder / SAMPLES_DIR).glob("*.jsonl"))]
+        for folder in evaluated.values():
+            inputs |= _samples_digests(folder)
     manifest = out_dir / paths.MANIFEST
     write_manifest(
         manifest,
@@ -111,7 +118,7 @@ def write_comparisons(
         command=command if isinstance(command, str) else list(command),
         config={"eval_dir": str(eval_dir), "note": note, "comparable": comparable},
         started=started,
-        inputs={str(p): sha256_file(p) for p in inputs},
+        inputs=inputs,
         outputs=[p.name for p in files],
         comparisons=[_summary(label, c) for label, c in comparisons.items()],
         **({"attribution": _attribution_summary(attribution)} if attribution else {}),
@@ -177,6 +184,56 @@ def write_comparison(
         differing=c.differing,
     )
     return ComparedFile(comparison=c, output=output, manifest=manifest)
+
+
+@dataclass(frozen=True)
+class ComparedPairs:
+    """What `write_paired` wrote: the paired comparisons in one format, and the manifest beside them."""
+
+    pairs: list[PairedComparison]
+    output: Path
+    manifest: Path
+
+
+def _samples_digests(folder: Path) -> dict[str, str]:
+    return {str(p): sha256_file(p) for p in sorted((folder / SAMPLES_DIR).glob("*.jsonl"))}
+
+
+def write_paired(
+    a: Path,
+    b: Path,
+    output: Path,
+    *,
+    fmt: Format,
+    settings: Settings,
+    command: str | Sequence[str],
+) -> ComparedPairs:
+    """`compare RUN_A RUN_B --output FILE`: the paired comparisons in `fmt`, with `<output>.manifest.json`
+    (the bootstrap's seed and resamples, and the digests of every samples file read)."""
+    started = now_iso()
+    manifest = output.with_name(f"{output.name}.{paths.MANIFEST}")
+    check_writable(output, "--output", directory=False)
+    check_writable(manifest, directory=False)
+    pairs = compare_runs(a, b, settings=settings)
+    atomic_write_text(output, redact(paired_text(pairs, fmt)))
+    inputs: dict[str, str] = {}
+    for p in pairs:
+        inputs |= _samples_digests(Path(p.a_source)) | _samples_digests(Path(p.b_source))
+    write_manifest(
+        manifest,
+        stage="compare",
+        command=command if isinstance(command, str) else list(command),
+        config={"a": str(a), "b": str(b), **settings.model_dump(mode="json")},
+        started=started,
+        inputs=inputs,
+        format=fmt,
+        output=str(output),
+        pairs=[
+            {"a": p.a_label, "b": p.b_label, "differing": p.differing, "average": p.average.verdict}
+            for p in pairs
+        ],
+    )
+    return ComparedPairs(pairs=pairs, output=output, manifest=manifest)
 
 
 def comparison_files(compare_dir: Path) -> dict[str, Path]:

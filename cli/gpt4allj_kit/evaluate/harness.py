@@ -1,8 +1,9 @@
 """Zero-shot common-sense evaluation through lm-evaluation-harness's Python API and its own task definitions.
 
 One evaluated model lands in `<output>/<label>/`: `results.json` (what lm-eval's own writer produces, kept
-unchanged), `summary.json` (the kit's per-task metrics as fractions, task hashes, dataset revisions),
-`manifest.json`, `samples/<task>.jsonl` (lm-eval's per-document records) and `lm-eval.log`. The folder
+unchanged), `summary.json` (the kit's per-task metrics as fractions, the evaluation settings as asked and
+as applied, task versions and hashes, dataset revisions), `manifest.json`, `samples/<task>.jsonl` (lm-eval's
+per-document records) and `lm-eval.log`. The folder
 appears whole or not at all.
 """
 
@@ -425,6 +426,23 @@ def dataset_revisions(
     return revisions
 
 
+def eval_settings(results: dict[str, Any], options: EvalOptions, device: str) -> dict[str, Any]:
+    """The settings that can move the numbers, as asked and as lm-eval applied them: the batch size asked
+    for and the sizes lm-eval's `auto` detection chose ([] for a fixed size), the dtype asked for and the one
+    the loaded weights had, the device, lm-eval's version and each task's version."""
+    config = results.get("config") or {}
+    model_dtype = config.get("model_dtype")
+    return {
+        "batch_size": options.batch_size,
+        "batch_sizes_detected": [int(b) for b in config.get("batch_sizes") or []],
+        "dtype": options.dtype,
+        "model_dtype": str(model_dtype) if model_dtype else None,
+        "device": device,
+        "lm_eval_version": results.get("lm_eval_version"),
+        "task_versions": results.get("versions", {}),
+    }
+
+
 def build_summary(
     source: ModelSource,
     results: dict[str, Any],
@@ -443,13 +461,9 @@ def build_summary(
         "n_samples": {task: results.get("n-samples", {}).get(task) for task in options.tasks},
         "limit": options.limit,
         "num_fewshot": results.get("n-shot", {}),
-        "lm_eval_version": results.get("lm_eval_version"),
-        "task_versions": results.get("versions", {}),
+        **eval_settings(results, options, device),
         "task_hashes": results.get("task_hashes", {}),
         "task_datasets": revisions,
-        "device": device,
-        "dtype": options.dtype,
-        "batch_size": options.batch_size,
         "fixtures": str(options.include_path) if options.include_path else None,
     }
 
@@ -511,6 +525,7 @@ def evaluate_model(
             started=started,
             model=source.record(),
             lm_eval_version=results.get("lm_eval_version"),
+            settings=eval_settings(results, options, device),
             task_hashes=results.get("task_hashes", {}),
             task_datasets=revisions,
             task_versions=results.get("versions", {}),

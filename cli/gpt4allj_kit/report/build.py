@@ -24,7 +24,7 @@ from gpt4allj_kit.compare.stage import comparison_files
 from gpt4allj_kit.errors import ConfigError, KitError
 from gpt4allj_kit.files import atomic_write_bytes, atomic_write_text, check_writable, sha256_file
 from gpt4allj_kit.manifest import now_iso, write_manifest
-from gpt4allj_kit.published import PublishedTable, load_published_table
+from gpt4allj_kit.published import PublishedTable, load_eval_stack, load_published_table
 from gpt4allj_kit.redaction import redact
 from gpt4allj_kit.report.charts import comparison_chart, loss_chart
 from gpt4allj_kit.report.contents import (
@@ -53,7 +53,7 @@ from gpt4allj_kit.report.view import (
     comparison_view,
     notes_view,
     overview_grid,
-    published_view,
+    table_view,
     text_grid,
 )
 
@@ -222,7 +222,7 @@ def _view(
         overview_notes=notes_view(list(dict.fromkeys(n for c in comparisons for n in c.notes))),
         comparisons=tuple(_comparison_section(c) for c in comparisons),
         published=(
-            published_view(combined_table(comparisons, table), table.columns, table.title, table.sources)
+            table_view(combined_table(comparisons, table), table, load_eval_stack(table))
             if comparisons
             else None
         ),
@@ -239,7 +239,7 @@ def _view(
             )
             for path, data in manifests.items()
         ),
-        sources="; ".join(table.sources),
+        sources=table.citations,
         attribution=attribution,
     )
 

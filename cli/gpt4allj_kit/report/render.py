@@ -6,6 +6,8 @@ Renderers return strings or renderables; they never print.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from io import StringIO
 from pathlib import Path
 from typing import Literal
@@ -18,17 +20,20 @@ from rich.text import Text
 
 from gpt4allj_kit.compare.attribution import Attribution
 from gpt4allj_kit.compare.comparison import Comparison, regenerated_table
-from gpt4allj_kit.published import PublishedTable
+from gpt4allj_kit.compare.paired import PairedComparison
+from gpt4allj_kit.published import EvalStack, PublishedTable
 from gpt4allj_kit.report.view import (
     AttributionView,
     Cell,
     ComparisonView,
     Grid,
+    PairedView,
     PublishedView,
     ReportView,
     attribution_view,
     comparison_view,
-    published_view,
+    paired_view,
+    table_view,
 )
 
 Format = Literal["table", "markdown", "json", "html"]
@@ -44,7 +49,7 @@ _ENV = jinja2.Environment(
     undefined=jinja2.StrictUndefined,
 )
 
-_VERDICT_STYLE = {"reproduced": "green", "differs": "red", "same": "green", "not significant": "dim"}
+_VERDICT_STYLE = {"reproduced": "green", "same": "green", "not significant": "yellow", "differs": "red"}
 _ROW_STYLE = {"ours": "bold yellow", "compared": "cyan"}
 
 
@@ -105,11 +110,36 @@ def comparison_text(c: Comparison, fmt: Format) -> str:
     return comparison_html(c)
 
 
+def paired_markdown(pairs: Sequence[PairedComparison], *, heading_level: int = 2) -> str:
+    return _template("paired.md.j2", views=[paired_view(p) for p in pairs], level=heading_level)
+
+
+def paired_html(pairs: Sequence[PairedComparison]) -> str:
+    views = [paired_view(p) for p in pairs]
+    return _template("paired.html.j2", views=views, title="gpt4allj-kit: paired comparison")
+
+
+def paired_json(pairs: Sequence[PairedComparison]) -> str:
+    data = [{**p.model_dump(mode="json"), "differing": p.differing, "same": p.same} for p in pairs]
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+def paired_text(pairs: Sequence[PairedComparison], fmt: Format) -> str:
+    """`pairs` as the text of a file in `fmt` (the terminal table uncoloured)."""
+    if fmt == "table":
+        return plain_text(paired_renderable(pairs))
+    if fmt == "markdown":
+        return paired_markdown(pairs)
+    if fmt == "json":
+        return paired_json(pairs)
+    return paired_html(pairs)
+
+
 # --- rich (terminal) ---------------------------------------------------------------------------------
 
 
 def _rich_cell(cell: Cell) -> Text:
-    style = _VERDICT_STYLE[cell.verdict] if cell.verdict else ("bold" if cell.strong else "")
+    style = _VERDICT_STYLE.get(cell.verdict, "") if cell.verdict else ("bold" if cell.strong else "")
     return Text(cell.text, style=style)
 
 
@@ -131,17 +161,16 @@ def published_renderable(view: PublishedView) -> RenderableType:
         title=f"{view.title} (percent)",
         title_justify="left",
         box=box.SIMPLE_HEAD,
-        caption=view.note + legend,
+        caption=Text(view.note + legend),  # a Text: "[source-id]" is not rich markup
         caption_justify="left",
     )
-    return Group(_rich_table(view.grid, table), Text(f"Sources: {view.sources}", style="dim"))
+    sources = [Text(f"  {s}", style="dim") for s in view.sources]
+    return Group(_rich_table(view.grid, table), Text("Sources:", style="dim"), *sources)
 
 
-def published_table_renderable(table: PublishedTable) -> RenderableType:
-    """The published table alone, every row with its computed Avg."""
-    return published_renderable(
-        published_view(regenerated_table(table), table.columns, table.title, table.sources)
-    )
+def published_table_renderable(table: PublishedTable, bands: EvalStack | None = None) -> RenderableType:
+    """The published table alone, every row with its computed Avg (and a printed one that differs)."""
+    return published_renderable(table_view(regenerated_table(table), table, bands))
 
 
 def comparison_view_renderable(view: ComparisonView) -> RenderableType:
@@ -153,6 +182,9 @@ def comparison_view_renderable(view: ComparisonView) -> RenderableType:
         _rich_table(view.grid, Table(title=view.title, title_justify="left")),
         Text(f"Rule: {view.rule}. (*) independence assumed.", style="dim"),
         Text(view.summary, style="bold green" if view.reproduced else "bold red"),
+        Text(f"Band: {view.band_summary}", style="bold"),
+        Text(f"Band rule: {view.band_rule}.", style="dim"),
+        *([Text(f"Band source: {view.band_source}.", style="dim")] if view.band_source else []),
         published_renderable(view.published),
     ]
     return Group(*parts)
@@ -160,6 +192,20 @@ def comparison_view_renderable(view: ComparisonView) -> RenderableType:
 
 def comparison_renderable(c: Comparison) -> RenderableType:
     return comparison_view_renderable(comparison_view(c))
+
+
+def paired_view_renderable(view: PairedView) -> RenderableType:
+    return Group(
+        *(Text(line, style="dim") for line in view.sources),
+        *(Text(f"Note: {n.text}.", style="yellow") for n in view.notes),
+        _rich_table(view.grid, Table(title=view.title, title_justify="left", box=box.SIMPLE_HEAD)),
+        Text(f"Rule: {view.rule}.", style="dim"),
+        Text(view.summary, style="bold red" if view.differs else "bold green"),
+    )
+
+
+def paired_renderable(pairs: Sequence[PairedComparison]) -> RenderableType:
+    return Group(*(paired_view_renderable(paired_view(p)) for p in pairs))
 
 
 def plain_text(renderable: RenderableType, width: int = 140) -> str:

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from gpt4allj_kit.compare.attribution import Attribution, CheckpointGap, Closest, GapCell, GapRow
-from gpt4allj_kit.compare.comparison import Comparison, TableRow, Verdict
-from gpt4allj_kit.compare.paired import PairedVerdict
-from gpt4allj_kit.published import Column
+from gpt4allj_kit.compare.comparison import BAND_RULE, NO_BAND, Comparison, TableRow, Verdict
+from gpt4allj_kit.compare.paired import PairedComparison, PairedVerdict
+from gpt4allj_kit.published import ROUNDING, Column, EvalStack, PublishedTable, printed_average_differs
 
 OURS_MARK = "◀ ours"
 COMPARED_MARK = "◀ compared"
@@ -57,7 +57,7 @@ class PublishedView:
     title: str
     grid: Grid
     note: str
-    sources: str
+    sources: tuple[str, ...]
     has_ours: bool
 
 
@@ -71,6 +71,21 @@ class ComparisonView:
     grid: Grid
     rule: str
     published: PublishedView
+    # The second verdict, with the row's evaluation-stack band, said apart from the first.
+    band_summary: str
+    band_rule: str
+    band_source: str | None
+
+
+@dataclass(frozen=True)
+class PairedView:
+    title: str
+    sources: tuple[str, ...]
+    notes: tuple[Note, ...]
+    summary: str
+    differs: bool
+    grid: Grid
+    rule: str
 
 
 def pct(value: float, digits: int = 2) -> str:
@@ -89,8 +104,46 @@ def _mark(row: TableRow) -> str:
     return OURS_MARK if row.ours else (COMPARED_MARK if row.compared else "")
 
 
+def average_text(row: TableRow, digits: int) -> str:
+    """The computed Avg; where the source printed another one (beyond rounding), that one beside it."""
+    text = pct(row.average, digits)
+    if printed_average_differs(row.average, row.printed_average):
+        return f"{text} (printed {pct(row.printed_average or 0.0, 1)})"
+    return text
+
+
+def _average_note(rows: Sequence[TableRow], cells: int) -> str:
+    flagged = [r.name for r in rows if printed_average_differs(r.average, r.printed_average)]
+    base = f"Avg is computed as the plain mean of the {cells} cells (never copied)"
+    if flagged:
+        return (
+            f"{base}; 'X (printed Y)': the source prints Y, which is not the mean of the row's cells "
+            f"(more than the {ROUNDING} of rounding apart): {', '.join(flagged)}."
+        )
+    if any(r.printed_average is not None for r in rows):
+        return f"{base}; every printed Avg agrees with it to rounding ({ROUNDING})."
+    return f"{base}."
+
+
+def _rows_by_source(rows: Sequence[TableRow]) -> str:
+    published = [r for r in rows if not r.ours]
+    ids = list(dict.fromkeys(r.source for r in published if r.source))
+    if not ids:
+        return ""
+    if len(ids) == 1 and all(r.source for r in published):
+        return f" Rows: all {len(published)} from [{ids[0]}]."
+    groups = "; ".join(f"[{i}] {', '.join(r.name for r in published if r.source == i)}" for i in ids)
+    return f" Rows by source: {groups}."
+
+
 def published_view(
-    rows: Sequence[TableRow], columns: Sequence[Column], title: str, sources: Sequence[str]
+    rows: Sequence[TableRow],
+    columns: Sequence[Column],
+    title: str,
+    sources: Sequence[str],
+    *,
+    convention: str | None = None,
+    bands: str | None = None,
 ) -> PublishedView:
     """The published table (with our rows, if any): published numbers to their one decimal, ours to two."""
     # The last column marks our rows and the rows compared with; the bare published table has none.
@@ -98,7 +151,7 @@ def published_view(
     body = []
     for row in rows:
         digits = 2 if row.ours else 1
-        values = [pct(row.values[c.key], digits) for c in columns] + [pct(row.average, digits)]
+        values = [pct(row.values[c.key], digits) for c in columns] + [average_text(row, digits)]
         cells = tuple(Cell(v, strong=row.ours) for v in [row.name, *values])
         kind: RowKind = "ours" if row.ours else ("compared" if row.compared else "")
         body.append(Row(cells=(*cells, Cell(_mark(row))) if marked else cells, kind=kind))
@@ -110,10 +163,40 @@ def published_view(
             numeric=(False, *[True] * (len(columns) + 1), *([False] if marked else [])),
             rows=tuple(body),
         ),
-        note=f"Avg is computed as the plain mean of the {len(columns)} cells (never copied). "
-        f"Metrics: {metrics}; zero-shot.",
-        sources="; ".join(sources),
+        note=f"{_average_note(rows, len(columns))} Metrics: {metrics}; zero-shot."
+        + (f" Metric convention: {convention}" if convention else "")
+        + _rows_by_source(rows)
+        + (f" {bands}" if bands else ""),
+        sources=tuple(sources),
         has_ours=any(r.ours for r in rows),
+    )
+
+
+def bands_note(bands: EvalStack) -> str:
+    """Which rows have a documented evaluation-stack band, with its range and source."""
+    if not bands.bands:
+        return "No row has a documented evaluation-stack band."
+    parts = [
+        f"{b.row} (±{pct(min(b.cells.values()))} to ±{pct(max(b.cells.values()))} per cell, "
+        f"±{pct(b.average)} Avg; [{b.source.id}])"
+        for b in bands.bands.values()
+    ]
+    return f"Evaluation-stack bands (shown apart from the verdict; other rows have none): {'; '.join(parts)}."
+
+
+def table_view(
+    rows: Sequence[TableRow], table: PublishedTable, bands: EvalStack | None = None
+) -> PublishedView:
+    """`published_view` of `rows` with what the table file says of itself (sources, metric convention) and,
+    given `bands`, which rows have an evaluation-stack band."""
+    convention = f"{table.metric_convention.established_by} [{table.metric_convention.source}]."
+    return published_view(
+        rows,
+        table.columns,
+        table.title,
+        table.citations,
+        convention=convention,
+        bands=bands_note(bands) if bands is not None else None,
     )
 
 
@@ -140,6 +223,27 @@ def summary(c: Comparison) -> str:
     )
 
 
+def band_summary(c: Comparison) -> str:
+    """The second verdict in a line: with the row's band, or that the row has none."""
+    if c.band is None:
+        return c.band_note or NO_BAND
+    differing = c.differing_with_band or []
+    cells = len(c.cells)
+    head = f"with the evaluation-stack band of {c.band.row}: "
+    if not differing:
+        return f"{head}all {cells} cells reproduced; average {c.average.band_verdict}"
+    return (
+        f"{head}{len(differing)} of {cells} cells differ ({', '.join(differing)}); "
+        f"average {c.average.band_verdict}"
+    )
+
+
+def _band_cells(band: float | None, verdict: Verdict | None) -> tuple[Cell, Cell]:
+    if band is None:
+        return Cell("—"), Cell(NO_BAND)
+    return Cell(f"±{pct(band)}"), Cell(verdict or "", verdict=verdict)
+
+
 def comparison_grid(c: Comparison) -> Grid:
     rows = [
         Row(
@@ -152,6 +256,7 @@ def comparison_grid(c: Comparison) -> Grid:
                 Cell(pct(cell.stderr)),
                 Cell("—" if cell.n is None else str(cell.n)),
                 Cell(cell.verdict, verdict=cell.verdict),
+                *_band_cells(cell.band, cell.band_verdict),
             )
         )
         for cell in c.cells
@@ -166,10 +271,11 @@ def comparison_grid(c: Comparison) -> Grid:
         Cell(pct(a.stderr) + "*"),
         Cell(""),
         Cell(a.verdict, verdict=a.verdict),
+        *_band_cells(a.band, a.band_verdict),
     )
     return Grid(
-        header=("Task", "Metric", "Report", "Ours", "Δ", "Our stderr", "n", "Verdict"),
-        numeric=(False, False, True, True, True, True, True, False),
+        header=("Task", "Metric", "Report", "Ours", "Δ", "Our stderr", "n", "Verdict", "Band", "With band"),
+        numeric=(False, False, True, True, True, True, True, False, True, False),
         rows=(*rows, Row(cells=total, kind="total")),
     )
 
@@ -184,6 +290,9 @@ def comparison_view(c: Comparison) -> ComparisonView:
         grid=comparison_grid(c),
         rule=c.rule,
         published=published_view(c.table, c.columns, c.table_title, c.sources),
+        band_summary=band_summary(c),
+        band_rule=c.band_rule,
+        band_source=(f"band of {c.band.row} from {c.band.source}; {c.band.derivation}" if c.band else None),
     )
 
 
@@ -197,13 +306,24 @@ def overview_grid(comparisons: Sequence[Comparison]) -> Grid:
             pct(c.average.ours),
             pct(c.average.reported),
             f"{signed(c.average.delta)} ± {pct(c.average.stderr)}",
+            NO_BAND
+            if c.differing_with_band is None
+            else f"{len(c.cells) - len(c.differing_with_band)}/{len(c.cells)}",
         )
         for c in comparisons
     ]
     return text_grid(
-        ("Evaluated", "Compared with", "Cells reproduced", "Avg ours", "Avg report", "Δ Avg ± stderr"),
+        (
+            "Evaluated",
+            "Compared with",
+            "Cells reproduced",
+            "Avg ours",
+            "Avg report",
+            "Δ Avg ± stderr",
+            "With band",
+        ),
         rows,
-        numeric=(False, False, True, True, True, True),
+        numeric=(False, False, True, True, True, True, False),
     )
 
 
@@ -261,7 +381,7 @@ class ReportView:
     commands: tuple[tuple[str, str], ...]
     assets: Grid | None
     manifests: tuple[ManifestSection, ...]
-    sources: str
+    sources: tuple[str, ...]
     attribution: AttributionView | None = None
 
     @property
@@ -277,6 +397,86 @@ def text_grid(header: Sequence[str], rows: Sequence[Sequence[str]], numeric: Seq
         header=tuple(header),
         numeric=tuple(numeric),
         rows=tuple(Row(cells=tuple(Cell(v) for v in r)) for r in rows),
+    )
+
+
+def paired_summary(p: PairedComparison) -> str:
+    if p.same:
+        return f"the same on every document of all {len(p.tasks)} tasks"
+    if p.differing:
+        differing = ", ".join(p.differing)
+        return f"{len(p.differing)} of {len(p.tasks)} tasks differ ({differing}); average {p.average.verdict}"
+    return f"no task differs significantly; average {p.average.verdict}"
+
+
+def _interval(low: float, high: float) -> str:
+    return f"{signed(low)}..{signed(high)}"
+
+
+def paired_grid(p: PairedComparison) -> Grid:
+    rows = [
+        Row(
+            cells=(
+                Cell(t.label),
+                Cell(t.metric),
+                Cell(str(t.n)),
+                Cell(pct(t.a)),
+                Cell(pct(t.b)),
+                Cell(signed(t.delta)),
+                Cell(_interval(t.ci_low, t.ci_high)),
+                Cell(f"{t.only_a}/{t.only_b}"),
+                Cell(f"{t.p_value:.3g}"),
+                Cell(t.verdict, verdict=t.verdict),
+            )
+        )
+        for t in p.tasks
+    ]
+    a = p.average
+    total = (
+        Cell("Avg", strong=True),
+        Cell("mean"),
+        Cell(""),
+        Cell(pct(a.a)),
+        Cell(pct(a.b)),
+        Cell(signed(a.delta)),
+        Cell(_interval(a.ci_low, a.ci_high)),
+        Cell(""),
+        Cell(""),
+        Cell(a.verdict, verdict=a.verdict),
+    )
+    return Grid(
+        header=(
+            "Task",
+            "Metric",
+            "n",
+            "A",
+            "B",
+            "Δ A-B",
+            "paired CI",
+            "A/B only",
+            "McNemar p",
+            "Verdict",
+        ),
+        numeric=(False, False, True, True, True, True, True, True, True, False),
+        rows=(*rows, Row(cells=total, kind="total")),
+    )
+
+
+def paired_view(p: PairedComparison) -> PairedView:
+    s = p.settings
+    confidence = f"{100 * (1 - s.alpha):g}%"
+    return PairedView(
+        title=f"A: {p.a_label} vs B: {p.b_label} (paired, same documents)",
+        sources=(f"A: {p.a_source}", f"B: {p.b_source}"),
+        notes=notes_view(p.notes),
+        summary=paired_summary(p),
+        differs=bool(p.differing) or p.average.verdict == "differs",
+        grid=paired_grid(p),
+        rule=(
+            f"per task: {s.per_task_test}, differs when p < {s.alpha:g}; 'same' when every document scores "
+            f"alike; CI: {confidence} {s.interval} ({s.resamples} resamples, seed {s.seed}); "
+            "the average weighs each task the same and differs when its CI excludes 0"
+        ),
     )
 
 
@@ -306,7 +506,7 @@ def _pm(value: float | None, stderr: float | None) -> str:
     return "—" if value is None or stderr is None else f"{pct(value)} ± {pct(stderr)}"
 
 
-def _interval(low: float, high: float) -> str:
+def _bracketed(low: float, high: float) -> str:
     return f"[{signed(low)}, {signed(high)}]"
 
 
@@ -314,7 +514,7 @@ def _training_cell(gap: CheckpointGap) -> Cell:
     t = gap.training
     if t is None:
         return Cell("—")
-    return Cell(f"{signed(t.delta)} {_interval(t.ci_low, t.ci_high)} {t.verdict}", verdict=t.verdict)
+    return Cell(f"{signed(t.delta)} {_bracketed(t.ci_low, t.ci_high)} {t.verdict}", verdict=t.verdict)
 
 
 def closest_text(closest: Closest | None) -> str:
@@ -367,7 +567,10 @@ def _drift_cells(cell: GapCell) -> tuple[Cell, Cell]:
     drift = cell.eval_stack
     if drift is None:
         return Cell("—"), Cell("—")
-    return Cell(f"{signed(drift.delta)} ± {pct(drift.stderr)}"), Cell(drift.verdict, verdict=drift.verdict)
+    said = drift.verdict
+    if drift.band is not None:
+        said += f"; with band {pct(drift.band)}: {drift.band_verdict}"
+    return Cell(f"{signed(drift.delta)} ± {pct(drift.stderr)}"), Cell(said, verdict=drift.verdict)
 
 
 def _split_grid(row: GapRow, checkpoints: Sequence[str]) -> Grid:
@@ -433,7 +636,7 @@ def _split_line(cell: GapCell, gap: CheckpointGap) -> str:
     line += f" = eval-stack {signed(drift.delta)} (unpaired, ± {pct(drift.stderr)}, {drift.verdict})"
     if training is None:
         return line + f" + training {signed(gap.value - (cell.ours or 0.0))} (no paired test)"
-    interval = _interval(training.ci_low, training.ci_high)
+    interval = _bracketed(training.ci_low, training.ci_high)
     return line + f" + training {signed(training.delta)} (paired, 95% CI {interval}, {training.verdict})"
 
 
@@ -459,9 +662,10 @@ def _gap_summary(a: Attribution) -> tuple[str, ...]:
     if counts := _closest_counts(a.released):
         lines.append(counts)
     if a.base and (drift := a.base.average.eval_stack):
+        band = "" if drift.band is None else f"; with band {pct(drift.band)}: {drift.band_verdict}"
         lines.append(
             f"base model ({a.base.row}): eval-stack drift on Avg {signed(drift.delta)} "
-            f"(unpaired, ± {pct(drift.stderr)}, {drift.verdict})"
+            f"(unpaired, ± {pct(drift.stderr)}, {drift.verdict}{band})"
         )
     return tuple(lines)
 
@@ -487,6 +691,11 @@ def _legend(a: Attribution) -> tuple[str, ...]:
         "P: the published number; R: our evaluation of the published checkpoint; T: a retrained "
         "checkpoint. Total gap T - P = eval-stack drift (R - P) + training drift (T - R)",
         f"Eval-stack drift: {a.eval_stack_uncertainty}",
+    ]
+    legend += [
+        f"Band of {row.row}: {BAND_RULE}; source: {row.band_source}"
+        for row in (a.released, a.base)
+        if row is not None and row.band_source
     ]
     if a.split and a.checkpoints:
         legend += [
