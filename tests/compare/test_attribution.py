@@ -334,3 +334,26 @@ def test_smoke_reproduction_with_baseline_attributes_its_gap(tmp_path: Path, kit
         line for line in report.splitlines() if line in stored and line.startswith(("- ", "| "))
     ]
     assert "Where the gap comes from" in (run_dir / "report" / "report.html").read_text()
+
+
+def test_compare_of_a_run_dir_prints_where_the_gap_comes_from(tmp_path, scored_eval, kit_cli) -> None:
+    root = tmp_path / "run"
+    make_run(root, scored_eval, {"epoch_1": right(65), "published": right(62)})
+    (root / "manifest.json").write_text(json.dumps({"config": {"against": "v1.2-jazzy"}}))
+    done = kit_cli("compare", root)
+    assert done.returncode == 0, done.stderr
+    assert "Where the gap comes from: GPT4All-J v1.2-jazzy" in done.stdout
+    assert "training +3.00 (paired" in done.stdout
+    data = json.loads(kit_cli("compare", root, "--format", "json", "--seed", "5").stdout)
+    assert data["row"] == "GPT4All-J v1.2-jazzy" and data["settings"]["seed"] == 5
+    out = tmp_path / "gap.md"
+    written = kit_cli("compare", root, "--against", "v1.3-groovy", "--format", "markdown", "--output", out)
+    assert written.returncode == 0, written.stderr
+    assert "GPT4All-J v1.3-groovy" in out.read_text()
+    manifest = json.loads((tmp_path / "gap.md.manifest.json").read_text())
+    assert manifest["attribution"]["row"] == "GPT4All-J v1.3-groovy" and manifest["attribution"]["split"]
+    refused = kit_cli("compare", root, "--fail-on-diff")
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == (
+        "error: --fail-on-diff: only for a comparison with the published table, not of a run dir (its gap)"
+    )

@@ -3,7 +3,6 @@ matching, and the verdicts on hand-made per-document samples."""
 
 from __future__ import annotations
 
-import json
 from fractions import Fraction
 from math import comb
 from pathlib import Path
@@ -21,29 +20,6 @@ from gpt4allj_kit.compare.paired import (
 )
 from gpt4allj_kit.errors import ConfigError
 from gpt4allj_kit.published import PublishedTable
-
-
-def write_eval(
-    folder: Path, table: PublishedTable, scores: dict[str, list[int]], label: str | None = None
-) -> Path:
-    """An eval folder as the kit writes one: summary.json and lm-eval's samples/<task>.jsonl, with each
-    task's per-document 0/1 scores for the published column's metric (other tasks get all zeros)."""
-    (folder / "samples").mkdir(parents=True)
-    (folder / "summary.json").write_text(json.dumps({"label": label or folder.name, "tasks": {}}))
-    for column in table.columns:
-        docs = scores.get(column.key, [0] * 8)
-        lines = []
-        for doc_id, score in enumerate(docs):
-            record = {"doc_id": doc_id, "doc_hash": f"h{column.task}{doc_id}", "filter": "none"}
-            record.update(
-                {"acc": float(score), "acc_norm": float(score)}
-                if column.metric == "acc_norm"
-                else {"acc": float(score)}
-            )
-            lines.append(json.dumps(record))
-        (folder / "samples" / f"{column.task}.jsonl").write_text("\n".join(lines) + "\n")
-    return folder
-
 
 # --- McNemar's exact test --------------------------------------------------------------------------------
 
@@ -99,8 +75,10 @@ def test_bootstrap_without_discordant_documents_is_exactly_zero() -> None:
 # --- the comparison on hand-made evaluations --------------------------------------------------------------
 
 
-def test_a_model_against_itself_is_same_with_zero_difference(tmp_path: Path, table: PublishedTable) -> None:
-    folder = write_eval(tmp_path / "final", table, {"boolq": [1, 0, 1, 1, 0, 1, 0, 1]})
+def test_a_model_against_itself_is_same_with_zero_difference(
+    scored_eval, tmp_path: Path, table: PublishedTable
+) -> None:
+    folder = scored_eval(tmp_path / "final", {"boolq": [1, 0, 1, 1, 0, 1, 0, 1]})
     paired = compare_paired(folder, folder, table=table)
     assert paired.same
     assert {t.verdict for t in paired.tasks} == {"same"}
@@ -108,10 +86,10 @@ def test_a_model_against_itself_is_same_with_zero_difference(tmp_path: Path, tab
     assert paired.average.verdict == "same" and paired.average.delta == 0
 
 
-def test_counts_deltas_and_verdicts(tmp_path: Path, table: PublishedTable) -> None:
+def test_counts_deltas_and_verdicts(scored_eval, tmp_path: Path, table: PublishedTable) -> None:
     # BoolQ: A alone right on 12 of 40 documents, B alone right on none: McNemar p = 2/2**12.
-    a = write_eval(tmp_path / "a", table, {"boolq": [1] * 12 + [1] * 20 + [0] * 8, "piqa": [1, 0] * 4})
-    b = write_eval(tmp_path / "b", table, {"boolq": [0] * 12 + [1] * 20 + [0] * 8, "piqa": [0, 1] * 4})
+    a = scored_eval(tmp_path / "a", {"boolq": [1] * 12 + [1] * 20 + [0] * 8, "piqa": [1, 0] * 4})
+    b = scored_eval(tmp_path / "b", {"boolq": [0] * 12 + [1] * 20 + [0] * 8, "piqa": [0, 1] * 4})
     paired = compare_paired(a, b, table=table)
     boolq = next(t for t in paired.tasks if t.key == "boolq")
     assert (boolq.n, boolq.only_a, boolq.only_b) == (40, 12, 0)
@@ -128,9 +106,9 @@ def test_counts_deltas_and_verdicts(tmp_path: Path, table: PublishedTable) -> No
     assert paired.average.delta == pytest.approx(30.0 / len(table.columns))
 
 
-def test_the_bootstrap_is_seeded_and_recorded(tmp_path: Path, table: PublishedTable) -> None:
-    a = write_eval(tmp_path / "a", table, {"boolq": [1, 1, 0, 1, 0, 0, 1, 0, 1, 1] * 40})
-    b = write_eval(tmp_path / "b", table, {"boolq": [0, 1, 1, 1, 0, 1, 0, 0, 1, 0] * 40})
+def test_the_bootstrap_is_seeded_and_recorded(scored_eval, tmp_path: Path, table: PublishedTable) -> None:
+    a = scored_eval(tmp_path / "a", {"boolq": [1, 1, 0, 1, 0, 0, 1, 0, 1, 1] * 40})
+    b = scored_eval(tmp_path / "b", {"boolq": [0, 1, 1, 1, 0, 1, 0, 0, 1, 0] * 40})
     first = compare_paired(a, b, table=table)
     assert compare_paired(a, b, table=table) == first
     other = compare_paired(a, b, table=table, settings=Settings(seed=99))
@@ -138,21 +116,23 @@ def test_the_bootstrap_is_seeded_and_recorded(tmp_path: Path, table: PublishedTa
     assert other.average.ci_low != first.average.ci_low or other.average.ci_high != first.average.ci_high
 
 
-def test_different_documents_are_refused(tmp_path: Path, table: PublishedTable) -> None:
-    a = write_eval(tmp_path / "a", table, {"boolq": [1] * 8})
-    b = write_eval(tmp_path / "b", table, {"boolq": [1] * 6})
+def test_different_documents_are_refused(scored_eval, tmp_path: Path, table: PublishedTable) -> None:
+    a = scored_eval(tmp_path / "a", {"boolq": [1] * 8})
+    b = scored_eval(tmp_path / "b", {"boolq": [1] * 6})
     with pytest.raises(ConfigError, match=r"boolq: .* has 8 documents and .* 6, not the same ones"):
         compare_paired(a, b, table=table)
-    c = write_eval(tmp_path / "c", table, {})
+    c = scored_eval(tmp_path / "c", {})
     lines = (c / "samples" / "piqa.jsonl").read_text().replace('"hpiqa3"', '"changed"')
     (c / "samples" / "piqa.jsonl").write_text(lines)
     with pytest.raises(ConfigError, match="piqa: document 3 differs"):
         compare_paired(a, c, table=table)
 
 
-def test_samples_that_are_not_lm_evals_are_one_line_errors(tmp_path: Path, table: PublishedTable) -> None:
-    a = write_eval(tmp_path / "a", table, {})
-    b = write_eval(tmp_path / "b", table, {})
+def test_samples_that_are_not_lm_evals_are_one_line_errors(
+    scored_eval, tmp_path: Path, table: PublishedTable
+) -> None:
+    a = scored_eval(tmp_path / "a", {})
+    b = scored_eval(tmp_path / "b", {})
     (b / "samples" / "boolq.jsonl").write_text('{"doc_id": 0, "acc": 1.0}\n{not json\n')
     with pytest.raises(ConfigError, match=r"boolq.jsonl:2: not a JSON line"):
         compare_paired(a, b, table=table)
@@ -164,10 +144,10 @@ def test_samples_that_are_not_lm_evals_are_one_line_errors(tmp_path: Path, table
         compare_paired(a, b, table=table)
 
 
-def test_two_runs_pair_their_evaluations_by_label(tmp_path: Path, table: PublishedTable) -> None:
+def test_two_runs_pair_their_evaluations_by_label(scored_eval, tmp_path: Path, table: PublishedTable) -> None:
     for run in ("run_a", "run_b"):
         for label in ("epoch_1", "final", *(("published",) if run == "run_a" else ())):
-            write_eval(tmp_path / run / "eval" / label, table, {})
+            scored_eval(tmp_path / run / "eval" / label, {})
     found = pairs(tmp_path / "run_a", tmp_path / "run_b")
     assert [(x.name, y.name) for x, y in found] == [("epoch_1", "epoch_1"), ("final", "final")]
     assert [c.a_label for c in compare_runs(tmp_path / "run_a", tmp_path / "run_b")] == ["epoch_1", "final"]

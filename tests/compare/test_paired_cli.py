@@ -7,27 +7,29 @@ from pathlib import Path
 
 from gpt4allj_kit.published import PublishedTable
 
-from .test_paired import write_eval
-
 SAME = {"boolq": [1, 0, 1, 1, 0, 1, 0, 1]}
 
 
-def _differing_pair(tmp_path: Path, table: PublishedTable) -> tuple[Path, Path]:
-    a = write_eval(tmp_path / "a", table, {"boolq": [1] * 12 + [0] * 8})
-    b = write_eval(tmp_path / "b", table, {"boolq": [0] * 20})
+def _differing_pair(scored_eval, tmp_path: Path) -> tuple[Path, Path]:
+    a = scored_eval(tmp_path / "a", {"boolq": [1] * 12 + [0] * 8})
+    b = scored_eval(tmp_path / "b", {"boolq": [0] * 20})
     return a, b
 
 
-def test_a_model_against_itself_prints_same(tmp_path: Path, table: PublishedTable, kit_cli) -> None:
-    folder = write_eval(tmp_path / "final", table, SAME)
+def test_a_model_against_itself_prints_same(
+    scored_eval, tmp_path: Path, table: PublishedTable, kit_cli
+) -> None:
+    folder = scored_eval(tmp_path / "final", SAME)
     done = kit_cli("compare", folder, folder, "--fail-on-diff")
     assert done.returncode == 0, done.stderr
     assert "the same on every document of all 7 tasks" in done.stdout
     assert "McNemar" in done.stdout and "seed 1234" in done.stdout
 
 
-def test_a_difference_is_found_and_fails_on_diff(tmp_path: Path, table: PublishedTable, kit_cli) -> None:
-    a, b = _differing_pair(tmp_path, table)
+def test_a_difference_is_found_and_fails_on_diff(
+    scored_eval, tmp_path: Path, table: PublishedTable, kit_cli
+) -> None:
+    a, b = _differing_pair(scored_eval, tmp_path)
     done = kit_cli("compare", a, b)
     assert done.returncode == 0, done.stderr
     assert "1 of 7 tasks differ (BoolQ)" in done.stdout
@@ -39,9 +41,9 @@ def test_a_difference_is_found_and_fails_on_diff(tmp_path: Path, table: Publishe
 
 
 def test_output_file_and_manifest_record_the_seed_and_inputs(
-    tmp_path: Path, table: PublishedTable, kit_cli
+    scored_eval, tmp_path: Path, table: PublishedTable, kit_cli
 ) -> None:
-    a, b = _differing_pair(tmp_path, table)
+    a, b = _differing_pair(scored_eval, tmp_path)
     out = tmp_path / "paired.md"
     done = kit_cli("compare", a, b, "--format", "markdown", "--output", out, "--seed", "7")
     assert done.returncode == 0, done.stderr
@@ -56,8 +58,8 @@ def test_output_file_and_manifest_record_the_seed_and_inputs(
     assert '<span class="differs">differs</span>' in html.read_text()
 
 
-def test_different_settings_are_noted(tmp_path: Path, table: PublishedTable, kit_cli) -> None:
-    a, b = _differing_pair(tmp_path, table)
+def test_different_settings_are_noted(scored_eval, tmp_path: Path, table: PublishedTable, kit_cli) -> None:
+    a, b = _differing_pair(scored_eval, tmp_path)
     for folder, dtype in ((a, "float32"), (b, "bfloat16")):
         summary = json.loads((folder / "summary.json").read_text())
         (folder / "summary.json").write_text(json.dumps({**summary, "dtype": dtype}))
@@ -66,9 +68,9 @@ def test_different_settings_are_noted(tmp_path: Path, table: PublishedTable, kit
 
 
 def test_options_of_the_published_comparison_are_refused(
-    tmp_path: Path, table: PublishedTable, kit_cli
+    scored_eval, tmp_path: Path, table: PublishedTable, kit_cli
 ) -> None:
-    folder = write_eval(tmp_path / "final", table, SAME)
+    folder = scored_eval(tmp_path / "final", SAME)
     for option in (["--against", "base"], ["--note", "x"], ["--not-comparable"]):
         done = kit_cli("compare", folder, folder, *option)
         assert done.returncode == 2
@@ -76,4 +78,4 @@ def test_options_of_the_published_comparison_are_refused(
             f"error: {option[0]}: only for a comparison with the published table, not of two evaluations"
         ]
     done = kit_cli("compare", folder / "summary.json", "--seed", "3")
-    assert done.returncode == 2 and "--seed applies to a paired comparison" in done.stderr
+    assert done.returncode == 2 and "--seed applies to paired tests" in done.stderr

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from gpt4allj_kit import paths
 from gpt4allj_kit.commands.options import AgainstOption, OutputOption, console
 from gpt4allj_kit.errors import ExitCode
 
@@ -23,7 +24,10 @@ class CompareFormat(StrEnum):
 def compare_cmd(
     results: Annotated[
         Path,
-        typer.Argument(help="lm-eval results JSON (0.4 or 0.3 layout), the kit's summary.json, or a dir."),
+        typer.Argument(
+            help="lm-eval results JSON (0.4 or 0.3 layout), the kit's summary.json, an eval dir, "
+            "or a run dir (its eval/: where the gap comes from)."
+        ),
     ],
     other: Annotated[
         Path | None,
@@ -53,18 +57,27 @@ def compare_cmd(
     ] = None,
 ) -> None:
     """Compare our zero-shot numbers with a row of the published table, cell by cell, by our stderr;
-    or, given two evaluations, with each other document by document (McNemar, paired bootstrap).
+    given a run dir, split each checkpoint's gap into evaluation-stack and training drift; given two
+    evaluations, compare them document by document (McNemar, paired bootstrap).
 
     Printed, or written to the file --output with a manifest beside it.
     """
     if other is not None:
-        _check_paired_options(against=against, note=note, not_comparable=not_comparable)
+        _refuse("not of two evaluations", against=against, note=note, not_comparable=not_comparable)
         _compare_paired(results, other, fmt, output, seed, fail_on_diff)
+        return
+    if (results / paths.EVAL_DIR).is_dir():
+        _refuse(
+            "not of a run dir (its gap)", note=note, not_comparable=not_comparable, fail_on_diff=fail_on_diff
+        )
+        _compare_run(results, against, fmt, output, seed)
         return
     if seed is not None:
         from gpt4allj_kit.errors import ConfigError
 
-        raise ConfigError("--seed applies to a paired comparison of two evaluations (compare A B)")
+        raise ConfigError(
+            "--seed applies to paired tests: of two evaluations (compare A B) or a run dir's gap"
+        )
     from gpt4allj_kit.compare import compare_path
     from gpt4allj_kit.compare.stage import write_comparison
     from gpt4allj_kit.report import render
@@ -97,15 +110,36 @@ def compare_cmd(
         raise typer.Exit(int(ExitCode.RESULTS_DIFFER))
 
 
-def _check_paired_options(*, against: str | None, note: str | None, not_comparable: bool) -> None:
+def _refuse(what: str, **options: object) -> None:
+    """Options of the comparison with the published table that mean nothing for another kind."""
     from gpt4allj_kit.errors import ConfigError
 
-    given = [name for name, value in (("--against", against), ("--note", note)) if value is not None]
-    given += ["--not-comparable"] if not_comparable else []
+    given = [f"--{name.replace('_', '-')}" for name, value in options.items() if value not in (None, False)]
     if given:
-        raise ConfigError(
-            f"{', '.join(given)}: only for a comparison with the published table, not of two evaluations"
+        raise ConfigError(f"{', '.join(given)}: only for a comparison with the published table, {what}")
+
+
+def _compare_run(
+    run_dir: Path, against: str | None, fmt: CompareFormat, output: Path | None, seed: int | None
+) -> None:
+    from gpt4allj_kit.compare.attribution import attribute_run
+    from gpt4allj_kit.compare.paired import Settings
+    from gpt4allj_kit.compare.stage import write_run_attribution
+    from gpt4allj_kit.report import render
+
+    settings = Settings() if seed is None else Settings(seed=seed)
+    if output is not None:
+        written = write_run_attribution(
+            run_dir, output, fmt=fmt.value, against=against, settings=settings, command=sys.argv
         )
+        console.print(f"wrote {output} (manifest {written.manifest.name})", highlight=False)
+        return
+    with console.status("splitting the gap (paired tests against the re-evaluated release)"):
+        attribution = attribute_run(run_dir, against=against, settings=settings)
+    if fmt is CompareFormat.table:
+        console.print(render.attribution_renderable(attribution))
+    else:
+        sys.stdout.write(render.attribution_text(attribution, fmt.value))
 
 
 def _compare_paired(

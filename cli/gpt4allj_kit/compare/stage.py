@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gpt4allj_kit import paths
-from gpt4allj_kit.compare.attribution import Attribution, attribute
+from gpt4allj_kit.compare.attribution import Attribution, attribute, attribute_run
 from gpt4allj_kit.compare.comparison import Comparison, compare_path
 from gpt4allj_kit.compare.paired import SAMPLES_DIR, PairedComparison, Settings, compare_runs
 from gpt4allj_kit.errors import ConfigError
@@ -24,6 +24,7 @@ from gpt4allj_kit.redaction import redact
 from gpt4allj_kit.report.render import (
     Format,
     attribution_markdown,
+    attribution_text,
     comparison_markdown,
     comparison_text,
     paired_text,
@@ -234,6 +235,45 @@ def write_paired(
         ],
     )
     return ComparedPairs(pairs=pairs, output=output, manifest=manifest)
+
+
+@dataclass(frozen=True)
+class AttributedRun:
+    """What `write_run_attribution` wrote: a run's attribution in one format, and the manifest beside it."""
+
+    attribution: Attribution
+    output: Path
+    manifest: Path
+
+
+def write_run_attribution(
+    run_dir: Path,
+    output: Path,
+    *,
+    fmt: Format,
+    against: str | None,
+    settings: Settings,
+    command: str | Sequence[str],
+) -> AttributedRun:
+    """`compare RUN_DIR --output FILE`: where the run's gap comes from, in `fmt`, with
+    `<output>.manifest.json` (the row, the bootstrap's settings, every samples file's sha256)."""
+    started = now_iso()
+    manifest = output.with_name(f"{output.name}.{paths.MANIFEST}")
+    check_writable(output, "--output", directory=False)
+    check_writable(manifest, directory=False)
+    attribution = attribute_run(run_dir, against=against, settings=settings)
+    atomic_write_text(output, redact(attribution_text(attribution, fmt)))
+    write_manifest(
+        manifest,
+        stage="compare",
+        command=command if isinstance(command, str) else list(command),
+        config={"run_dir": str(run_dir), "against": against},
+        started=started,
+        format=fmt,
+        output=str(output),
+        attribution=_attribution_summary(attribution),
+    )
+    return AttributedRun(attribution=attribution, output=output, manifest=manifest)
 
 
 def comparison_files(compare_dir: Path) -> dict[str, Path]:
