@@ -18,6 +18,9 @@ RUN_STATE = "run.json"  # reproduce: the state of every stage
 ATTRIBUTION = "attribution.json"  # compare: where the gap to the published table comes from
 # A reproduce run directory: one folder per stage.
 DOCTOR_DIR, TRAIN_DIR, EVAL_DIR, COMPARE_DIR, REPORT_DIR = "doctor", "train", "eval", "compare", "report"
+# Evaluations in a run's eval/ besides its checkpoints: the published checkpoint of its revision, re-evaluated
+# by us, and the base GPT-J.
+RELEASED_LABEL, BASE_LABEL = "published", "base"
 FIXTURES_DIR = "fixtures"  # the smoke world's task fixtures, made by its fetch
 
 

@@ -229,16 +229,18 @@ def _eval_sources(run: Run) -> list[Any]:
         from gpt4allj_kit.assets import tiny_assets
 
         tiny = tiny_assets(paths.kit_cache_dir(), seed=run.profile.seed)
-        stand_in = harness.ModelSource(label="published", path=tiny.model_dir.resolve())
+        stand_in = harness.ModelSource(label=paths.RELEASED_LABEL, path=tiny.model_dir.resolve())
         if run.request.skip_train or run.request.baseline:
             sources.append(stand_in)
         if run.request.baseline:
-            sources.append(harness.ModelSource(label="base", path=tiny.model_dir.resolve()))
+            sources.append(harness.ModelSource(label=paths.BASE_LABEL, path=tiny.model_dir.resolve()))
         return sources
     if run.request.skip_train or run.request.baseline:
-        sources += harness.resolve_models(MODEL_REPO, revision=run.request.revision, label="published")
+        sources += harness.resolve_models(
+            MODEL_REPO, revision=run.request.revision, label=paths.RELEASED_LABEL
+        )
     if run.request.baseline:
-        sources += harness.resolve_models(BASE_REPO, revision="main", label="base")
+        sources += harness.resolve_models(BASE_REPO, revision="main", label=paths.BASE_LABEL)
     return sources
 
 
@@ -276,7 +278,7 @@ def stage_eval(run: Run) -> Outcome:
 
 
 def _row_for(run: Run, label: str) -> Row:
-    return run.table.row("base") if label == "base" else run.row
+    return run.table.row("base") if label == paths.BASE_LABEL else run.row
 
 
 def stage_compare(run: Run) -> Outcome:

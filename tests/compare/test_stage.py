@@ -34,7 +34,7 @@ def test_write_comparisons_writes_each_label_and_a_manifest(tmp_path: Path, writ
         note="a note for every label",
         command="gpt4allj-kit reproduce --profile smoke",
     )
-    assert list(written.comparisons) == ["base", "final"]
+    assert list(written.comparisons) == ["final", "base"]  # the reading order: checkpoints, then base
     assert written.comparisons["base"].against == "GPT-J 6.7B"
     assert (
         written.comparisons["final"].against == "GPT4All-J v1.2-jazzy"
@@ -42,7 +42,7 @@ def test_write_comparisons_writes_each_label_and_a_manifest(tmp_path: Path, writ
     )
     names = sorted(p.name for p in (tmp_path / "compare").iterdir())
     assert names == ["base.json", "base.md", "final.json", "final.md", "manifest.json"]
-    assert [p.name for p in written.files] == ["base.json", "base.md", "final.json", "final.md"]
+    assert [p.name for p in written.files] == ["final.json", "final.md", "base.json", "base.md"]
 
     # What is stored reads back as the same comparison (the report relies on it).
     for label, comparison in written.comparisons.items():
@@ -53,10 +53,10 @@ def test_write_comparisons_writes_each_label_and_a_manifest(tmp_path: Path, writ
 
     manifest = json.loads(written.manifest.read_text())
     assert manifest["stage"] == "compare" and manifest["command"] == "gpt4allj-kit reproduce --profile smoke"
-    assert manifest["outputs"] == ["base.json", "base.md", "final.json", "final.md"]
+    assert manifest["outputs"] == ["final.json", "final.md", "base.json", "base.md"]
     results = str(eval_dir / "final" / "results.json")
     assert manifest["inputs"][results] == sha256_file(Path(results))
-    assert manifest["comparisons"][1] == {
+    assert manifest["comparisons"][0] == {
         "label": "final", "against": "GPT4All-J v1.2-jazzy", "comparable": True, "reproduced": True,
         "differing": [],
     }  # fmt: skip

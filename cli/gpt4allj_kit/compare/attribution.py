@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from gpt4allj_kit import paths
 from gpt4allj_kit.compare.comparison import RULE, Verdict, band_verdict, default_against, verdict
 from gpt4allj_kit.compare.paired import PairedComparison, PairedVerdict, Settings, compare_paired
-from gpt4allj_kit.compare.results import Measured, read_measured, result_candidates
+from gpt4allj_kit.compare.results import Measured, evaluations, label_order, read_measured
 from gpt4allj_kit.errors import ConfigError, KitError
 from gpt4allj_kit.files import read_json_object
 from gpt4allj_kit.published import (
@@ -41,10 +41,9 @@ from gpt4allj_kit.published import (
     load_published_table,
 )
 from gpt4allj_kit.recipe import ROW_OF_REVISION
-from gpt4allj_kit.report.contents import label_order
 
 # The eval labels `reproduce --baseline` gives our re-evaluations of the published and the base checkpoint.
-RELEASED, BASE = "published", "base"
+RELEASED, BASE = paths.RELEASED_LABEL, paths.BASE_LABEL
 AVERAGE_KEY = "average"
 # A distance this close to the smallest one is a tie, not a winner by rounding.
 _TIE = 1e-9
@@ -300,16 +299,6 @@ def gap_row(
 
 
 # --- a run's evaluations --------------------------------------------------------------------------------
-
-
-def evaluations(path: Path) -> dict[str, Path]:
-    """The evaluations of a run dir (its `eval/<label>/`) or eval dir (its `<label>/`) by label, in the
-    order a reader wants them (epochs, final, published, base)."""
-    folder = path / paths.EVAL_DIR if (path / paths.EVAL_DIR).is_dir() else path
-    if not folder.is_dir():
-        raise ConfigError(f"{path}: not a directory (pass a run dir or an eval dir)")
-    found = [d for d in folder.iterdir() if d.is_dir() and result_candidates(d)]
-    return {d.name: d for d in sorted(found, key=lambda d: label_order(d.name))}
 
 
 def _paired_with_released(

@@ -22,6 +22,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from gpt4allj_kit import paths
+from gpt4allj_kit.compare.results import evaluations
 from gpt4allj_kit.errors import ConfigError
 from gpt4allj_kit.files import read_json_object, read_text
 from gpt4allj_kit.published import Column, PublishedTable, load_published_table
@@ -188,25 +189,17 @@ def _paired_scores(a: Path, b: Path, column: Column) -> tuple[np.ndarray, np.nda
 
 
 def evaluation_folders(path: Path) -> dict[str, Path]:
-    """The evaluations at `path` by label: an eval folder itself (summary.json and samples/), or every
-    such folder in it or in its `eval/` (a reproduce run dir)."""
+    """The evaluations at `path` (see `results.evaluations`) that hold lm-eval's per-document samples."""
     path = Path(path)
     if not path.is_dir():
         raise ConfigError(f"{path}: not a directory (pass an eval folder or a run dir)")
-    if _is_evaluation(path):
-        return {_label(path): path}
-    for folder in (path / paths.EVAL_DIR, path):
-        found = {p.name: p for p in sorted(folder.iterdir()) if _is_evaluation(p)} if folder.is_dir() else {}
-        if found:
-            return found
-    raise ConfigError(
-        f"{path}: holds no evaluation with per-document samples ({paths.SUMMARY} and {SAMPLES_DIR}/; "
-        "the kit's eval writes both)"
-    )
-
-
-def _is_evaluation(folder: Path) -> bool:
-    return (folder / paths.SUMMARY).is_file() and (folder / SAMPLES_DIR).is_dir()
+    found = {label: f for label, f in evaluations(path).items() if (f / SAMPLES_DIR).is_dir()}
+    if not found:
+        raise ConfigError(
+            f"{path}: holds no evaluation with per-document samples ({paths.SUMMARY} and {SAMPLES_DIR}/; "
+            "the kit's eval writes both)"
+        )
+    return found
 
 
 def _summary(folder: Path) -> dict[str, object]:
@@ -264,6 +257,7 @@ def compare_paired(
     """Evaluation folder `a` against `b`, task by task on the suite's metrics, on the same documents."""
     table = table or load_published_table()
     settings = settings or Settings()
+    a_label, b_label = a_label or _label(a), b_label or _label(b)
     rng = np.random.default_rng(settings.seed)
     tasks: list[PairedTask] = []
     resampled: list[np.ndarray] = []
@@ -295,8 +289,8 @@ def compare_paired(
             )
         )
     return PairedComparison(
-        a_label=a_label or _label(a),
-        b_label=b_label or _label(b),
+        a_label=a_label,
+        b_label=b_label,
         a_source=str(a),
         b_source=str(b),
         tasks=tuple(tasks),

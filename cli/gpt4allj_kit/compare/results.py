@@ -8,6 +8,7 @@ metric for its column, with lm-eval's stderr (fractions, as lm-eval reports them
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -67,6 +68,27 @@ def result_candidates(folder: Path) -> list[Path]:
     return found or sorted(folder.glob("results*.json"))
 
 
+def label_order(name: str) -> tuple[int, float, str]:
+    """Evaluated models in the order a reader wants them: epochs, final, the published model, the base."""
+    if m := re.fullmatch(r"epoch_(\d+)", name):
+        return (0, int(m.group(1)), name)
+    order = {"final": 1, paths.RELEASED_LABEL: 2, paths.BASE_LABEL: 3}
+    return (order.get(name, 4), 0, name)
+
+
+def evaluations(path: Path) -> dict[str, Path]:
+    """The evaluations at `path` by label, in reading order: an eval folder itself, or the per-model
+    folders of an eval dir or of a run dir's `eval/`."""
+    base = path / paths.EVAL_DIR if (path / paths.EVAL_DIR).is_dir() else path
+    if not base.is_dir():
+        return {}
+    if result_candidates(base):
+        return {base.name: base}
+    skip = {paths.REPORT_DIR, paths.COMPARE_DIR}
+    found = [d for d in base.iterdir() if d.is_dir() and d.name not in skip and result_candidates(d)]
+    return {d.name: d for d in sorted(found, key=lambda d: label_order(d.name))}
+
+
 def result_files(path: Path) -> tuple[Path, Path | None]:
     """(file holding the numbers, the kit summary beside it if any) for a file or a directory holding one.
 
@@ -79,11 +101,7 @@ def result_files(path: Path) -> tuple[Path, Path | None]:
     if path.is_file():
         summary = path.parent / paths.SUMMARY if path.name == paths.RESULTS else None
         return path, summary if summary and summary.is_file() else None
-    folders = (
-        [path]
-        if result_candidates(path)
-        else sorted(d for d in path.iterdir() if d.is_dir() and result_candidates(d))
-    )
+    folders = list(evaluations(path).values())
     if not folders:
         raise ConfigError(f"{path}: holds no {paths.SUMMARY}, {paths.RESULTS} or lm-eval results_*.json")
     if len(folders) > 1:

@@ -16,6 +16,7 @@ from gpt4allj_kit import paths
 from gpt4allj_kit.compare.attribution import Attribution, attribute, attribute_run
 from gpt4allj_kit.compare.comparison import Comparison, compare_path
 from gpt4allj_kit.compare.paired import SAMPLES_DIR, PairedComparison, Settings, compare_runs
+from gpt4allj_kit.compare.results import evaluations
 from gpt4allj_kit.errors import ConfigError
 from gpt4allj_kit.files import atomic_write_text, check_writable, sha256_file
 from gpt4allj_kit.manifest import now_iso, write_manifest
@@ -60,13 +61,6 @@ def _summary(label: str, c: Comparison) -> dict[str, object]:
     }
 
 
-def evaluated_folders(eval_dir: Path) -> list[Path]:
-    """The eval stage's per-model folders (`<label>/summary.json`), by label."""
-    if not eval_dir.is_dir():
-        return []
-    return sorted(p for p in eval_dir.iterdir() if (p / paths.SUMMARY).is_file())
-
-
 def write_comparisons(
     eval_dir: Path,
     out_dir: Path,
@@ -83,7 +77,7 @@ def write_comparisons(
     `manifest.json`, into `out_dir`."""
     started = now_iso()
     check_writable(out_dir, directory=True)
-    folders = evaluated_folders(eval_dir)
+    folders = list(evaluations(eval_dir).values())
     if not folders:
         raise ConfigError(f"no evaluation results under {eval_dir}")
     comparisons: dict[str, Comparison] = {}

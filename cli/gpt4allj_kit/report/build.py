@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from gpt4allj_kit import paths
-from gpt4allj_kit.compare.attribution import Attribution, attribute_run, evaluations, read_attribution
+from gpt4allj_kit.compare.attribution import Attribution, attribute_run, read_attribution
 from gpt4allj_kit.compare.comparison import Comparison, combined_table, compare_path, read_comparison
-from gpt4allj_kit.compare.results import result_candidates
+from gpt4allj_kit.compare.results import evaluations, label_order, result_candidates
 from gpt4allj_kit.compare.stage import comparison_files
 from gpt4allj_kit.errors import ConfigError, KitError
 from gpt4allj_kit.files import atomic_write_bytes, atomic_write_text, check_writable, sha256_file
@@ -32,7 +32,6 @@ from gpt4allj_kit.report.contents import (
     RunContents,
     commands,
     json_object,
-    label_order,
     lock_assets,
     manifest_facts,
     read_metrics,
@@ -152,7 +151,8 @@ def _attributed(contents: RunContents, table: PublishedTable, against: str | Non
             reason = f"{where} cannot be read ({exc.message}): made here from the evaluations"
     else:
         reason = f"No {where}: made here from the evaluations"
-    if not evaluations(contents.root):
+    # A single eval folder has nothing to split its gap with.
+    if not evaluations(contents.root) or result_candidates(contents.root):
         return _Attributed(None)
     try:
         a = attribute_run(contents.root, against=against, table=table)

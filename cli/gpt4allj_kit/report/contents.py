@@ -7,18 +7,15 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gpt4allj_kit import paths
-from gpt4allj_kit.compare.results import result_candidates
+from gpt4allj_kit.compare.results import evaluations
 from gpt4allj_kit.errors import ConfigError
 from gpt4allj_kit.fetch.lock import lock_manifest_path, read_lock
 from gpt4allj_kit.files import read_json_object
-
-_SKIP_DIRS = {paths.REPORT_DIR, paths.COMPARE_DIR}
 
 
 @dataclass(frozen=True)
@@ -53,20 +50,8 @@ class Metrics:
     last: dict[str, Any] = field(default_factory=dict)
 
 
-def label_order(name: str) -> tuple[int, float, str]:
-    """Evaluated models in the order a reader wants them: epochs, final, the published model, the base."""
-    if m := re.fullmatch(r"epoch_(\d+)", name):
-        return (0, int(m.group(1)), name)
-    order = {"final": 1, "published": 2, "base": 3}
-    return (order.get(name, 4), 0, name)
-
-
 def _eval_dirs(root: Path) -> tuple[EvalDir, ...]:
-    base = root / "eval" if (root / "eval").is_dir() else root
-    if result_candidates(base):
-        return (EvalDir(base.name, base),)
-    subdirs = [d for d in base.iterdir() if d.is_dir() and d.name not in _SKIP_DIRS and result_candidates(d)]
-    return tuple(EvalDir(d.name, d) for d in sorted(subdirs, key=lambda d: label_order(d.name)))
+    return tuple(EvalDir(label, folder) for label, folder in evaluations(root).items())
 
 
 def _manifests(root: Path, exclude: Path | None) -> tuple[Path, ...]:
