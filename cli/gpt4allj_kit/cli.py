@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from gpt4allj_kit import __version__
-from gpt4allj_kit.commands import assets, compare, config, doctor, evaluate, fetch, reproduce, train
+from gpt4allj_kit.commands import assets, compare, config, doctor, evaluate, export, fetch, reproduce, train
 from gpt4allj_kit.commands.options import console, err_console
 from gpt4allj_kit.errors import ExitCode, KitError
 from gpt4allj_kit.files import path_error
@@ -53,6 +53,7 @@ app.command("config")(config.config_cmd)
 app.command("assets")(assets.assets_cmd)
 app.command("fetch")(fetch.fetch_cmd)
 app.command("train")(train.train_cmd)
+app.command("export")(export.export_cmd)
 app.command("eval")(evaluate.eval_cmd)
 app.command("compare")(compare.compare_cmd)
 app.command("report")(compare.report_cmd)

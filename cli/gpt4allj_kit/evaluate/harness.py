@@ -19,7 +19,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,6 +45,10 @@ _EPOCH_DIR = re.compile(r"^epoch_(\d+)$")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _LABEL = re.compile(r"^[\w.@+-]+$")
 _STDERR_SUFFIX = "_stderr"
+# A LoRA (peft) adapter folder or repo: no config.json, this file naming the model it adapts (upstream #108).
+ADAPTER_CONFIG = "adapter_config.json"
+_ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 Progress = Callable[[str], None]
 
@@ -58,15 +62,21 @@ class ModelSource:
     repo_id: str | None = None
     revision: str | None = None
     sha: str | None = None
+    # A LoRA adapter: `path` is the adapter folder and `base` the model its adapter_config.json names;
+    # lm-eval loads them as `pretrained=<base>,peft=<adapter>`.
+    base: ModelSource | None = None
 
     def record(self) -> dict[str, Any]:
-        return {
+        record: dict[str, Any] = {
             "label": self.label,
             "path": str(self.path),
             "repo_id": self.repo_id,
             "revision": self.revision,
             "sha": self.sha,
         }
+        if self.base is not None:
+            record["base"] = self.base.record()
+        return record
 
 
 @dataclass(frozen=True)
@@ -152,6 +162,14 @@ def _is_model_dir(path: Path) -> bool:
     return (path / "config.json").is_file()
 
 
+def _is_adapter_dir(path: Path) -> bool:
+    return (path / ADAPTER_CONFIG).is_file() and not _is_model_dir(path)
+
+
+def _is_evaluable_dir(path: Path) -> bool:
+    return _is_model_dir(path) or _is_adapter_dir(path)
+
+
 def check_model_dir(path: Path) -> str:
     """The model type of the model folder `path`, checked before anything loads it: a one-line ConfigError
     naming its config.json when transformers could not build a model from it (missing, not JSON, no
@@ -183,14 +201,15 @@ def check_model_dir(path: Path) -> str:
 
 
 def training_run_models(run_dir: Path) -> list[Path]:
-    """The checkpoints a training output dir saved: epoch_N/ in epoch order, then final/."""
+    """The checkpoints a training output dir saved: epoch_N/ in epoch order, then final/ (models, or a
+    LoRA run's adapters)."""
     epochs = [
         (int(m.group(1)), p)
         for p in run_dir.iterdir()
-        if (m := _EPOCH_DIR.match(p.name)) and _is_model_dir(p)
+        if (m := _EPOCH_DIR.match(p.name)) and _is_evaluable_dir(p)
     ]
     found = [p for _, p in sorted(epochs)]
-    if _is_model_dir(run_dir / "final"):
+    if _is_evaluable_dir(run_dir / "final"):
         found.append(run_dir / "final")
     return found
 
@@ -206,28 +225,87 @@ def _looks_like_path(model: str) -> bool:
 
 
 def resolve_models(model: str, *, revision: str | None = None, label: str | None = None) -> list[ModelSource]:
-    """What `--model` names: a model folder, a training output dir (each epoch, final), or a hub repo."""
+    """What `--model` names: a model folder, a LoRA adapter folder (with its base model), a training output
+    dir (each epoch, final), or a hub repo (a model's or an adapter's)."""
     path = Path(model).expanduser()
     if path.is_dir():
         if revision:
             raise ConfigError(f"--revision applies to hub repo ids, not to the local folder {model}")
-        if _is_model_dir(path):
-            return [ModelSource(label=_checked_label(label or path.resolve().name), path=path.resolve())]
+        if _is_evaluable_dir(path):
+            return [
+                _with_adapter_base(ModelSource(_checked_label(label or path.resolve().name), path.resolve()))
+            ]
         checkpoints = training_run_models(path)
         if not checkpoints:
             raise ConfigError(
-                f"{model}: neither a model folder (config.json) nor a training output dir (epoch_N/, final/)"
+                f"{model}: neither a model folder (config.json), a LoRA adapter folder ({ADAPTER_CONFIG}) "
+                "nor a training output dir (epoch_N/, final/)"
             )
         if label:
             raise ConfigError(
                 "--label names one model; a training dir's models are labelled epoch_N and final"
             )
-        return [ModelSource(label=p.name, path=p.resolve()) for p in checkpoints]
+        return [_with_adapter_base(ModelSource(p.name, p.resolve())) for p in checkpoints]
     if path.exists():
         raise ConfigError(f"{model}: a file, not a model folder")
     if _looks_like_path(model) or not _REPO_ID.match(model):
         raise ConfigError(f"{model}: no such model folder (and not a hub repo id like org/name)")
-    return [_hub_model(model, revision or "main", label)]
+    return [_with_adapter_base(_hub_model(model, revision or "main", label))]
+
+
+def _with_adapter_base(source: ModelSource) -> ModelSource:
+    """`source`, with the base model resolved when it is a LoRA adapter."""
+    return replace(source, base=adapter_base(source.path)) if _is_adapter_dir(source.path) else source
+
+
+def adapter_base(adapter: Path) -> ModelSource:
+    """The model a LoRA adapter folder adapts: its adapter_config.json's `base_model_name_or_path`, a local
+    folder or a hub repo id (fetched by revision: the config's `revision`, else main)."""
+    file = adapter / ADAPTER_CONFIG
+    config = read_json_object(file, kind=f"adapter config ({ADAPTER_CONFIG})")
+    name, revision = config.get("base_model_name_or_path"), config.get("revision")
+    key = f"{file}: key 'base_model_name_or_path'"
+    if not isinstance(name, str) or not name.strip():
+        got = (
+            "missing"
+            if "base_model_name_or_path" not in config
+            else "null"
+            if name is None
+            else f"{json_type(name)} {name!r}"
+        )
+        raise ConfigError(f"{key}: {got}; an adapter names the model it adapts there")
+    if revision is not None and not isinstance(revision, str):
+        raise ConfigError(f"{file}: key 'revision': expected a string, got {json_type(revision)}")
+    local = Path(name).expanduser()
+    if local.is_dir():
+        base = ModelSource(label=local.resolve().name, path=local.resolve())
+    elif _looks_like_path(name) or not _REPO_ID.match(name):
+        raise ConfigError(f"{key}: {name}: no such model folder (and not a hub repo id like org/name)")
+    else:
+        base = _hub_model(name, revision or "main", None)
+    if _is_adapter_dir(base.path):
+        raise ConfigError(f"{key}: {name} is an adapter itself; the base must be a model (config.json)")
+    return base
+
+
+def check_source(source: ModelSource) -> str:
+    """`check_model_dir` of the model lm-eval loads (an adapter's base), after the adapter's own files."""
+    if source.base is None:
+        return check_model_dir(source.path)
+    if not any((source.path / name).is_file() for name in _ADAPTER_WEIGHTS):
+        raise ConfigError(f"{source.path}: a LoRA adapter without weights ({' or '.join(_ADAPTER_WEIGHTS)})")
+    return check_model_dir(source.base.path)
+
+
+def lm_eval_model_args(source: ModelSource, dtype: str) -> dict[str, Any]:
+    """lm-eval's `hf` model arguments: the model folder, or an adapter's base plus `peft=` the adapter
+    (with the adapter's tokenizer when it ships one, as an exported adapter does)."""
+    args: dict[str, Any] = {"pretrained": str(source.path), "dtype": dtype, "trust_remote_code": False}
+    if source.base is not None:
+        args |= {"pretrained": str(source.base.path), "peft": str(source.path)}
+        if any((source.path / name).is_file() for name in _TOKENIZER_FILES):
+            args["tokenizer"] = str(source.path)
+    return args
 
 
 def _hub_model(repo_id: str, revision: str, label: str | None) -> ModelSource:
@@ -361,7 +439,7 @@ def run_lm_eval(
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     tracker = EvaluationTracker(output_path=str(tracker_dir))
-    model_args = {"pretrained": str(source.path), "dtype": options.dtype, "trust_remote_code": False}
+    model_args = lm_eval_model_args(source, options.dtype)
     results = simple_evaluate(
         model="hf",
         model_args=model_args,
@@ -465,6 +543,8 @@ def build_summary(
         "task_hashes": results.get("task_hashes", {}),
         "task_datasets": revisions,
         "fixtures": str(options.include_path) if options.include_path else None,
+        # A LoRA adapter: "model" is the adapter, evaluated on this base model.
+        **({"base_model": source.base.record()} if source.base is not None else {}),
     }
 
 
@@ -567,7 +647,7 @@ def evaluate(
 
         read_lock(options.lock)
     for source in sources:
-        check_model_dir(source.path)
+        check_source(source)
     device = resolve_device(options.device)
     _check_hub_endpoint()
     say("indexing lm-eval tasks")

@@ -239,6 +239,11 @@ def evaluate_models(
     read_examples(data)
     check_writable(output, directory=True)
     for source in sources:
+        if source.base is not None:
+            raise ConfigError(
+                f"{source.path}: a LoRA adapter; --suite self-instruct loads full models only "
+                "(a kit run's adapter: `gpt4allj-kit export STEP_DIR --merge`)"
+            )
         check_model_dir(source.path)
     on_device = resolve_device(device)
     return [

@@ -22,6 +22,9 @@ _MODEL_SIDE_FILES = (
     "tokenizer.model",
     "chat_template.jinja",
 )
+# A LoRA (peft) adapter repo holds no config.json (upstream #108): its config and one weight format.
+_ADAPTER_CONFIG = "adapter_config.json"
+_ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,8 @@ def needed_files(paths: Iterable[str], repo_type: str, allow_patterns: list[str]
     """The files of a commit the kit needs: one weight format plus config/tokenizer files for models.
 
     Safetensors when present (sharded through its index, else the single file), else the PyTorch bins;
-    Flax, TF, ONNX and other duplicates are never taken. Datasets: every file but git metadata.
+    Flax, TF, ONNX and other duplicates are never taken; a LoRA adapter's config and weights are taken.
+    Datasets: every file but git metadata.
     """
     paths = sorted(paths)
     if allow_patterns is not None:
@@ -47,7 +51,13 @@ def needed_files(paths: Iterable[str], repo_type: str, allow_patterns: list[str]
         return [p for p in paths if not p.startswith(".git")]
     top = [p for p in paths if "/" not in p]
     side = [p for p in top if p in _MODEL_SIDE_FILES]
-    return sorted(side + _weights(top))
+    return sorted(side + _weights(top) + _adapter(top))
+
+
+def _adapter(top: list[str]) -> list[str]:
+    if _ADAPTER_CONFIG not in top:
+        return []
+    return [_ADAPTER_CONFIG, *next(([w] for w in _ADAPTER_WEIGHTS if w in top), [])]
 
 
 def _weights(top: list[str]) -> list[str]:

@@ -7,4 +7,5 @@
 - `loop`: the training loop that runs inside each process (`train.py` at the repository root).
 - `checkpoint`: resumable, atomic `step_N/` states and `epoch_N/`, `final/` weights.
 - `optim`: AdamW and the warmup-then-constant learning rate, with or without DeepSpeed.
+- `export`: a saved `step_N/` state (DDP, DeepSpeed ZeRO-2, LoRA) as a Hugging Face model folder.
 """

@@ -181,16 +181,21 @@ def load_model(path: Path, config: TrainConfig) -> Any:
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     if config.lora:
-        from peft import LoraConfig, TaskType, get_peft_model
+        from peft import get_peft_model
 
         if config.gradient_checkpointing:
             model.enable_input_require_grads()
-        # Upstream's LoRA settings.
-        lora = LoraConfig(
-            task_type=TaskType.CAUSAL_LM, inference_mode=False, r=8, lora_alpha=32, lora_dropout=0.1
-        )
-        model = get_peft_model(model, lora)
+        model = get_peft_model(model, lora_config())
     return model
+
+
+def lora_config() -> Any:
+    """Upstream's LoRA settings: what a `lora: true` run trains (and what `export` rebuilds it with)."""
+    from peft import LoraConfig, TaskType
+
+    return LoraConfig(
+        task_type=TaskType.CAUSAL_LM, inference_mode=False, r=8, lora_alpha=32, lora_dropout=0.1
+    )
 
 
 def make_loaders(splits: Any, config: TrainConfig, pad_token_id: int) -> tuple[Any, Any]:
