@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gpt4allj_kit import paths
 from gpt4allj_kit.compare.comparison import Comparison, combined_table, compare_path, read_comparison
@@ -47,11 +47,18 @@ from gpt4allj_kit.report.view import (
     ReportView,
     TrainingSection,
     comparison_view,
+    compliance_view,
     notes_view,
     overview_grid,
     published_view,
     text_grid,
 )
+
+if TYPE_CHECKING:
+    from gpt4allj_kit.verify.run import Verification
+
+# The recipe-compliance verdicts beside the report (verify-run's --json).
+COMPLIANCE_FILE = "compliance.json"
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,7 @@ class ReportResult:
     missing: tuple[str, ...]
     # True when the comparisons were made here (no compare/ results), False when read from compare/.
     compared_here: bool
+    compliance: Verification | None = None
 
 
 @dataclass(frozen=True)
@@ -174,6 +182,7 @@ def _view(
     series: Metrics | None,
     missing: Sequence[str],
     started: str,
+    compliance: Verification | None = None,
 ) -> ReportView:
     root = contents.root
     assets = lock_assets(contents.lock)
@@ -205,7 +214,21 @@ def _view(
             for path, data in manifests.items()
         ),
         sources="; ".join(table.sources),
+        compliance=compliance_view(compliance) if compliance else None,
     )
+
+
+def _compliance(root: Path) -> tuple[Verification | None, str | None]:
+    """The training's verdicts against its recipe (verify-run); (None, why) when they cannot be had."""
+    from gpt4allj_kit.verify.facts import holds_training
+    from gpt4allj_kit.verify.run import verify_run
+
+    if not holds_training(root):
+        return None, None
+    try:
+        return verify_run(root), None
+    except KitError as exc:
+        return None, f"recipe compliance could not be checked: {exc.message}"
 
 
 def build_report(
@@ -233,8 +256,13 @@ def build_report(
     compared = _comparisons(contents, table, against, problems)
     comparisons = compared.found
     series = read_metrics(contents.metrics) if contents.metrics else None
-    missing = _missing(contents, series, comparisons) + problems
-    view = _view(contents, table, comparisons, manifests, series, missing, started)
+    compliance, compliance_problem = _compliance(root)
+    missing = (
+        _missing(contents, series, comparisons)
+        + problems
+        + ([compliance_problem] if compliance_problem else [])
+    )
+    view = _view(contents, table, comparisons, manifests, series, missing, started, compliance)
 
     out.mkdir(parents=True, exist_ok=True)
     for figure in view.figures:
@@ -242,8 +270,10 @@ def build_report(
     html_path, md_path = out / "report.html", out / "report.md"
     atomic_write_text(md_path, redact(report_markdown(view)))
     atomic_write_text(html_path, redact(report_html(view)))
+    if compliance is not None:
+        atomic_write_text(out / COMPLIANCE_FILE, redact(json.dumps(compliance.as_json(), indent=2) + "\n"))
     inputs = [p for p in (contents.metrics, contents.lock, *contents.manifests) if p] + compared.files
-    pngs = [f.name for f in view.figures]
+    pngs = [f.name for f in view.figures] + ([COMPLIANCE_FILE] if compliance is not None else [])
     write_manifest(
         out / paths.MANIFEST,
         stage="report",
@@ -266,6 +296,15 @@ def build_report(
             for c in comparisons
         ],
         missing=missing,
+        compliance=(
+            {
+                "recipe": compliance.recipe,
+                **compliance.counts,
+                "differing": [v.id for v in compliance.verdicts if v.verdict == "differs"],
+            }
+            if compliance is not None
+            else None
+        ),
     )
     return ReportResult(
         html=html_path,
@@ -276,4 +315,5 @@ def build_report(
         comparisons=tuple(comparisons),
         missing=tuple(missing),
         compared_here=compared.compared_here,
+        compliance=compliance,
     )

@@ -9,11 +9,14 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from gpt4allj_kit.compare.comparison import Comparison, TableRow, Verdict
 from gpt4allj_kit.compare.paired import PairedComparison, PairedVerdict
 from gpt4allj_kit.published import Column
+
+if TYPE_CHECKING:
+    from gpt4allj_kit.verify.run import Verification
 
 OURS_MARK = "◀ ours"
 COMPARED_MARK = "◀ compared"
@@ -21,13 +24,15 @@ COMPARED_MARK = "◀ compared"
 _LOUD = "not comparable"
 
 RowKind = Literal["", "ours", "compared", "total"]
+# A recipe-compliance rule's verdict (verify-run).
+RuleVerdictText = Literal["pass", "differs", "cannot tell"]
 
 
 @dataclass(frozen=True)
 class Cell:
     text: str
     strong: bool = False
-    verdict: Verdict | PairedVerdict | None = None
+    verdict: Verdict | PairedVerdict | RuleVerdictText | None = None
 
 
 @dataclass(frozen=True)
@@ -272,6 +277,7 @@ class ReportView:
     assets: Grid | None
     manifests: tuple[ManifestSection, ...]
     sources: str
+    compliance: ComplianceView | None = None
 
     @property
     def figures(self) -> tuple[Figure, ...]:
@@ -366,4 +372,63 @@ def paired_view(p: PairedComparison) -> PairedView:
             f"alike; CI: {confidence} {s.interval} ({s.resamples} resamples, seed {s.seed}); "
             "the average weighs each task the same and differs when its CI excludes 0"
         ),
+    )
+
+
+# --- recipe compliance (verify-run) -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ComplianceView:
+    title: str
+    recipe: str  # which recipe the verdicts are against, and why that one
+    run: str
+    summary: str
+    differs: bool
+    grid: Grid
+    also: tuple[str, ...]  # how the run stands against other recipes (a tiny run: the documented one)
+    rule: str
+
+
+def compliance_summary(counts: dict[str, int]) -> str:
+    return f"{counts['pass']} pass, {counts['differs']} differ, {counts['cannot tell']} cannot tell"
+
+
+def compliance_view(v: Verification) -> ComplianceView:
+    rows = [
+        Row(
+            cells=(
+                Cell(r.id, strong=r.verdict == "differs"),
+                Cell(r.checks),
+                Cell(r.expected),
+                Cell(r.found),
+                Cell(
+                    r.verdict if r.severity == "error" else f"{r.verdict} ({r.severity})", verdict=r.verdict
+                ),
+            )
+        )
+        for r in v.verdicts
+    ]
+    state = "finished" if v.finished else "not finished (checked as far as it got)"
+    also = tuple(
+        f"against recipe '{a.recipe}': {compliance_summary(a.counts)}"
+        + (f" ({', '.join(a.differing)})" if a.differing else "")
+        + " - a tiny run differs from the documented recipe by design"
+        for a in v.also
+    )
+    return ComplianceView(
+        title=f"Recipe compliance: against recipe '{v.recipe}'",
+        recipe=f"{v.recipe_description} ({v.recipe_file}; {v.chosen})",
+        run=f"{v.kind} {v.train_dir}: {state}, {v.steps} optimizer steps traced"
+        + (f"; data trace compared with {v.against}" if v.against else ""),
+        summary=compliance_summary(v.counts),
+        differs=v.differs,
+        grid=Grid(
+            header=("Rule", "Checks", "Expected", "Found", "Verdict"),
+            numeric=(False,) * 5,
+            rows=tuple(rows),
+        ),
+        also=also,
+        rule="pass: the run meets the rule; differs: it does not; cannot tell: the run does not record what "
+        "the rule needs. Any 'differs' makes verify-run exit 1",
     )
