@@ -15,10 +15,10 @@ def test_the_report_shows_each_rule_with_expected_found_and_verdict(hand_made, t
     assert result.compliance is not None and result.compliance.recipe == "gpt4all-j"  # not a tiny model
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert "## Recipe compliance: against recipe 'gpt4all-j'" in markdown
-    assert "| Rule | Checks | Expected | Found | Verdict |" in markdown
-    assert "| **lr** | peak learning rate | 2e-05 | 0.002 | differs |" in markdown
+    assert "| Rule | Expected | Found | Verdict |" in markdown
+    assert "| **lr** | 2e-05 | 0.002 | differs (error) |" in markdown
     html = (tmp_path / "report" / "report.html").read_text()
-    assert '<span class="differs">differs</span>' in html and '<span class="pass">pass</span>' in html
+    assert '<span class="differs">differs (error)</span>' in html and '<span class="pass">pass</span>' in html
     saved = json.loads((tmp_path / "report" / COMPLIANCE_FILE).read_text())
     assert saved["recipe"] == "gpt4all-j" and saved["differs"] is True
     manifest = json.loads((tmp_path / "report" / "manifest.json").read_text())

@@ -399,11 +399,10 @@ def compliance_view(v: Verification) -> ComplianceView:
         Row(
             cells=(
                 Cell(r.id, strong=r.verdict == "differs"),
-                Cell(r.checks),
                 Cell(r.expected),
                 Cell(r.found),
                 Cell(
-                    r.verdict if r.severity == "error" else f"{r.verdict} ({r.severity})", verdict=r.verdict
+                    f"{r.verdict} ({r.severity})" if r.verdict == "differs" else r.verdict, verdict=r.verdict
                 ),
             )
         )
@@ -424,8 +423,8 @@ def compliance_view(v: Verification) -> ComplianceView:
         summary=compliance_summary(v.counts),
         differs=v.differs,
         grid=Grid(
-            header=("Rule", "Checks", "Expected", "Found", "Verdict"),
-            numeric=(False,) * 5,
+            header=("Rule", "Expected", "Found", "Verdict"),
+            numeric=(False,) * 4,
             rows=tuple(rows),
         ),
         also=also,

@@ -8,6 +8,7 @@ fact the run does not record gives "cannot tell" and says which.
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -80,7 +81,12 @@ class Context:
 # --- formatting -----------------------------------------------------------------------------------------
 
 
+_DIGEST = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+
+
 def shown(value: Any) -> str:
+    if isinstance(value, str) and _DIGEST.match(value):
+        return value[:12]  # a commit sha or a sha256: its prefix names it
     if isinstance(value, Changed):
         return str(value)
     if isinstance(value, bool) or value is None:

@@ -113,7 +113,7 @@ def verify_run(path: Path, *, recipe: str = AUTO, against: Path | None = None) -
         finished=run.finished,
         steps=len(run.trace.steps) if run.trace else 0,
         recipe=rules.recipe,
-        recipe_file=rules.source,
+        recipe_file=_shown_path(Path(rules.source)),
         recipe_description=rules.description,
         revision=run.revision,
         against=str(against) if against is not None else None,
@@ -121,3 +121,13 @@ def verify_run(path: Path, *, recipe: str = AUTO, against: Path | None = None) -
         verdicts=verdicts,
         also=also,
     )
+
+
+def _shown_path(file: Path) -> str:
+    """A rules file as the user knows it: relative to the kit's root when it is one of the kit's."""
+    from gpt4allj_kit import paths
+
+    try:
+        return str(file.resolve().relative_to(paths.project_root()))
+    except ValueError:
+        return str(file)
