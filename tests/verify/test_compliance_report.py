@@ -23,7 +23,7 @@ def test_the_report_shows_each_rule_with_expected_found_and_verdict(hand_made, t
     assert saved["recipe"] == "gpt4all-j" and saved["differs"] is True
     manifest = json.loads((tmp_path / "report" / "manifest.json").read_text())
     assert manifest["compliance"]["differs"] >= 1 and "lr" in manifest["compliance"]["differing"]
-    assert COMPLIANCE_FILE in manifest["outputs"]
+    assert COMPLIANCE_FILE in manifest["outputs"] and all(p.suffix == ".png" for p in result.pngs)
 
 
 def test_a_training_that_cannot_be_checked_is_a_missing_item_not_a_failure(hand_made, tmp_path: Path) -> None:

@@ -273,7 +273,8 @@ def build_report(
     if compliance is not None:
         atomic_write_text(out / COMPLIANCE_FILE, redact(json.dumps(compliance.as_json(), indent=2) + "\n"))
     inputs = [p for p in (contents.metrics, contents.lock, *contents.manifests) if p] + compared.files
-    pngs = [f.name for f in view.figures] + ([COMPLIANCE_FILE] if compliance is not None else [])
+    pngs = [f.name for f in view.figures]
+    extra = [COMPLIANCE_FILE] if compliance is not None else []
     write_manifest(
         out / paths.MANIFEST,
         stage="report",
@@ -282,7 +283,7 @@ def build_report(
         run_dir=str(root),
         kind=contents.kind,
         inputs={relative(p, root): sha256_file(p) for p in dict.fromkeys(inputs)},
-        outputs=sorted(["report.html", "report.md", *pngs]),
+        outputs=sorted(["report.html", "report.md", *pngs, *extra]),
         comparisons_from="compared here (no compare/ results)"
         if compared.compared_here
         else f"{paths.COMPARE_DIR}/",
