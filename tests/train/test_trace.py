@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from gpt4allj_kit.config import load_train_config
 from gpt4allj_kit.trace import expected
-from gpt4allj_kit.trace.layout import Layout, compare_layouts
+from gpt4allj_kit.trace.layout import LAYOUT_FILE, Layout, compare_layouts, layout_json
 from gpt4allj_kit.trace.records import read_trace
 
 pytestmark = pytest.mark.slow
@@ -146,6 +146,9 @@ def test_one_process_with_accumulation_reads_the_two_process_steps_but_at_the_ep
     where even_batches repeats rows at an epoch's end: the steps `compare_layouts` names before any run."""
     predicted = compare_layouts(TRAIN_ROWS, Layout(2, 4, 1), Layout(1, 4, 2), epochs=2)
     assert [d.step for d in predicted.differing] == [5, 10]
+    # What `gpt4allj-kit train` writes beside the config when the layout is not the recipe's.
+    (tmp_path / "one").mkdir()
+    (tmp_path / "one" / LAYOUT_FILE).write_text(json.dumps({"reference": layout_json(Layout(2, 4, 1))}))
     one = launch_train(
         tmp_path / "one",
         deepspeed=False,
@@ -153,6 +156,9 @@ def test_one_process_with_accumulation_reads_the_two_process_steps_but_at_the_ep
         num_processes=1,
     )
     assert one.returncode == 0, one.log[-4000:]
+    recorded = one.manifest()["data_layout"]  # the training's own comparison, on its exact rows
+    assert (recorded["differing_steps"], recorded["same"]) == ("5, 10", False)
+    assert read_trace(one.output_dir / "trace.jsonl").launches[0].model_dump()["data_layout"] == recorded
     ours, theirs = (
         read_trace(one.output_dir / "trace.jsonl").steps,
         read_trace(ddp_reference.output_dir / "trace.jsonl").steps,
