@@ -17,6 +17,8 @@ import typer
 
 from gpt4allj_kit import __version__
 from gpt4allj_kit.commands import assets, compare, config, doctor, evaluate, export, fetch, reproduce, train
+from gpt4allj_kit.commands import trace as trace_command
+from gpt4allj_kit.commands import verify as verify_command
 from gpt4allj_kit.commands.options import console, err_console
 from gpt4allj_kit.errors import ExitCode, KitError
 from gpt4allj_kit.files import path_error
@@ -54,6 +56,8 @@ app.command("assets")(assets.assets_cmd)
 app.command("fetch")(fetch.fetch_cmd)
 app.command("train")(train.train_cmd)
 app.command("export")(export.export_cmd)
+app.command("trace")(trace_command.trace_cmd)
+app.command("verify-run")(verify_command.verify_cmd)
 app.command("eval")(evaluate.eval_cmd)
 app.command("compare")(compare.compare_cmd)
 app.command("report")(compare.report_cmd)

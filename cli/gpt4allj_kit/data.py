@@ -75,11 +75,14 @@ class UnlearnableRowError(ConfigError):
 
 @dataclass(frozen=True)
 class DatasetSplits:
-    """Tokenized train and validation sets in torch format (input_ids, attention_mask, labels)."""
+    """Tokenized train and validation sets in torch format (input_ids, attention_mask, labels), and which
+    row of the loaded data each of their rows is (`train_rows[i]`: the row behind `train[i]`)."""
 
     train: datasets.Dataset
     validation: datasets.Dataset
     dropped: DroppedRows = field(default_factory=lambda: DroppedRows())
+    train_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    validation_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 # --- per-row definition and batched equivalent ---
@@ -676,6 +679,23 @@ def _learnable_only(dataset: datasets.Dataset) -> tuple[datasets.Dataset, int]:
     return kept, len(dataset) - int(keep.size)
 
 
+def split_rows(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation): the loaded data's row numbers in the order upstream's
+    `train_test_split(test_size=0.05, seed=seed)` puts them, from the row count and the seed alone.
+
+    datasets draws `np.random.default_rng(seed).permutation(rows)` and takes the first
+    `ceil(0.05 * rows)` for the test split, the rest for train (tests check it against datasets itself).
+    """
+    validation = math.ceil(VALIDATION_FRACTION * rows)
+    permutation = np.random.default_rng(seed).permutation(rows)
+    return permutation[validation:], permutation[:validation]
+
+
+def kept_rows(rows: np.ndarray, learnable: np.ndarray) -> np.ndarray:
+    """The rows of a split (its order) that leave something to learn (`learnable`: per loaded row)."""
+    return rows[learnable[rows] >= MIN_LEARNABLE]
+
+
 def split_and_tokenize(
     raw: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, config: TrainConfig
 ) -> DatasetSplits:
@@ -689,7 +709,8 @@ def split_and_tokenize(
     """
     num_proc = 1 if config.streaming else config.num_proc
     tokenized = tokenize_dataset(raw, tokenizer, config.max_length, num_proc=num_proc)
-    unlearnable = np.flatnonzero(_learnable(tokenized) < MIN_LEARNABLE)
+    learnable = _learnable(tokenized)
+    unlearnable = np.flatnonzero(learnable < MIN_LEARNABLE)
     split = tokenized.train_test_split(test_size=VALIDATION_FRACTION, seed=config.seed)
     train, from_train = _learnable_only(split["train"])
     validation, from_validation = _learnable_only(split["test"])
@@ -699,7 +720,10 @@ def split_and_tokenize(
             f"{config.dataset_path}: no training rows left: every row of the training split leaves fewer "
             f"than {MIN_LEARNABLE} tokens to learn (empty responses?)"
         )
-    return DatasetSplits(train=train, validation=validation, dropped=dropped)
+    train_rows, validation_rows = (kept_rows(r, learnable) for r in split_rows(len(tokenized), config.seed))
+    if (len(train_rows), len(validation_rows)) != (len(train), len(validation)):
+        raise RuntimeError("split_rows disagrees with datasets' train_test_split (a datasets change?)")
+    return DatasetSplits(train, validation, dropped, train_rows, validation_rows)
 
 
 # --- collators ---

@@ -12,6 +12,7 @@ LOCK_NAME = "gpt4allj-kit.lock.json"
 # What the stages write, named once for their writers and their readers.
 MANIFEST = "manifest.json"  # every stage's proof of what ran
 METRICS = "metrics.jsonl"  # training: one record per step / evaluation
+TRACE = "trace.jsonl"  # training: the data each optimizer step read (trace/records.py)
 RESULTS = "results.json"  # evaluation: lm-eval's own results file, unchanged
 SUMMARY = "summary.json"  # evaluation: the kit's summary of it
 RUN_STATE = "run.json"  # reproduce: the state of every stage

@@ -319,9 +319,14 @@ def stage_report(run: Run) -> Outcome:
     result = build_report(
         run.run_dir, run.run_dir / paths.REPORT_DIR, command=run.request.command, table=run.table
     )
-    return Outcome(
-        key="html + markdown + png", path=result.html, detail=f"{len(result.missing)} missing item(s)"
-    )
+    details = [f"{len(result.missing)} missing item(s)"]
+    if (compliance := result.compliance) is not None:
+        # verify-run's verdicts, computed with the report (its "Recipe compliance" section).
+        counts = compliance.counts
+        run.facts["recipe_compliance"] = {"recipe": compliance.recipe, **counts}
+        details.insert(0, f"recipe {compliance.recipe}: {counts['pass']} pass, {counts['differs']} differ, "
+                          f"{counts['cannot tell']} cannot tell")  # fmt: skip
+    return Outcome(key="html + markdown + png", path=result.html, detail="; ".join(details))
 
 
 STAGE_FUNCTIONS: dict[str, Callable[[Run], Outcome]] = {

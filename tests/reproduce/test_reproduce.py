@@ -317,3 +317,30 @@ def test_bad_training_data_stops_the_train_stage_before_anything_is_launched(tmp
     train = load_state(run_dir).stage("train")
     assert train.status == "failed" and "missing column 'response'" in (train.detail or "")
     assert not (run_dir / "train" / "train_config.yaml").exists()  # nothing was launched
+
+
+@pytest.mark.slow
+def test_the_smoke_reproduction_meets_its_recipe_and_reports_it(smoke_run: SmokeRun, kit_cli) -> None:
+    """The killed-and-resumed smoke training, checked by verify-run against the smoke recipe: its trace is
+    the expected one (rows and token content), nothing skipped or repeated across the resume, its assets the
+    lock's; the report's "Recipe compliance" section says the same. (Also the README's example.)"""
+    run_dir = smoke_run.run_dir
+    assert smoke_run.done.returncode == 0, smoke_run.done.stderr[-3000:]
+    verified = kit_cli("verify-run", run_dir, "--json", env=OFFLINE, timeout=300)
+    assert verified.returncode == 0, verified.stdout[-3000:] + verified.stderr[-2000:]
+    result = json.loads(verified.stdout)
+    assert result["recipe"] == "smoke" and result["finished"] and result["steps"] == 358
+    verdicts = {v["id"]: v for v in result["verdicts"]}
+    assert {k for k, v in verdicts.items() if v["verdict"] != "pass"} == set(), verdicts
+    assert "358 steps equal: rows, content of 358" in verdicts["data-trace"]["found"]
+    assert "resumed after step" in verdicts["no-skip-no-repeat"]["found"]
+    assert result["also"][0]["recipe"] == "gpt4all-j" and "global-batch" in result["also"][0]["differing"]
+    train_manifest = json.loads((run_dir / "train" / "manifest.json").read_text())
+    assert train_manifest["data_layout"]["same"] is True  # the recipe's own layout: 2 processes x 8 x 1
+    report = (run_dir / "report" / "report.md").read_text()
+    assert (
+        "## Recipe compliance: against recipe 'smoke'" in report
+        and "20 pass, 0 differ, 0 cannot tell" in report
+    )
+    facts = json.loads((run_dir / "manifest.json").read_text())["facts"]["recipe_compliance"]
+    assert facts == {"recipe": "smoke", "pass": 20, "differs": 0, "cannot tell": 0}

@@ -55,7 +55,8 @@ def train_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def launch_train(tiny: TinyAssets, train_data: Path, tmp_path_factory):
-    """A function running train.py through `accelerate launch` with 2 CPU processes; returns a Run.
+    """A function running train.py through `accelerate launch` with 2 CPU processes (or `num_processes`);
+    returns a Run.
 
     As `gpt4allj-kit train` does, the resolved config is written into the output dir and given to
     `train.py --config` (or to `script`, another loop taking the same `--config`).
@@ -72,9 +73,10 @@ def launch_train(tiny: TinyAssets, train_data: Path, tmp_path_factory):
         resume: str | None = None,
         kill_after_step: int | None = None,
         script: Path | None = None,
+        num_processes: int = 2,
     ) -> Run:
         launch_config = LaunchConfig(
-            num_processes=2,
+            num_processes=num_processes,
             mixed_precision=precision,
             dynamo_backend=dynamo,
             use_deepspeed=deepspeed,
@@ -103,7 +105,7 @@ def launch_train(tiny: TinyAssets, train_data: Path, tmp_path_factory):
         train_args = ["--config", str(config_file)]
         if resume:
             train_args += ["--resume", resume]
-        argv = accelerate_command(launch_config, train_args, num_processes=2)
+        argv = accelerate_command(launch_config, train_args, num_processes=num_processes)
         if script is not None:  # another loop on the same config (the upstream reference)
             argv[argv.index("train.py")] = str(script)
         env = {**os.environ, **launch_env(launch_config), "TMPDIR": str(tmp_root), "OMP_NUM_THREADS": "1"}

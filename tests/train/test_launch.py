@@ -327,3 +327,30 @@ def test_count_rows_counts_the_files_the_training_reads(tmp_path: Path) -> None:
     pq.write_table(pa.Table.from_pylist([{"prompt": "p", "response": "r"}]), hub / "test-0.parquet")
     assert rows_of(hub.parent) == 2
     assert rows_of("./missing.jsonl") is None  # the checks before launch say why
+
+
+def test_a_layout_other_than_the_recipes_says_before_the_run_which_steps_read_other_rows(
+    kit_cli, tmp_path: Path
+) -> None:
+    """1 process x accumulation 2 instead of the smoke recipe's 2 processes x 1: the same global batches but
+    each epoch's last step (2 processes repeat rows from the epoch's start there: even_batches). Said by the
+    dry run, kept in the plan, and written beside the config for the training's manifest and trace."""
+    sets = ["--set", "gradient_accumulation_steps=2"]
+    result = kit_cli("train", "--profile", "smoke", "--dry-run", "--num-processes", "1", *sets, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    said = " ".join(result.stderr.split())
+    assert (
+        "data order: 1 process x batch 8 x accumulation 2 against 2 processes x batch 8 x accumulation 1: "
+        "2 of 358 steps read other rows (steps 179, 358)"
+    ) in said
+    assert "2 processes x batch 8 x accumulation 1 repeats 14 rows at each epoch's end (even_batches)" in said
+    request = launch.TrainRequest(profile="smoke", num_processes=1, sets=["gradient_accumulation_steps=2"])
+    planned = launch.plan(request, cwd=tmp_path)
+    assert planned.layout_check is not None
+    assert [d.step for d in planned.layout_check.differing] == [179, 358]
+    launch.write_layout(planned)
+    written = json.loads((planned.output_dir / "data_layout.json").read_text())
+    assert written["reference"] == {"num_processes": 2, "batch_size": 8, "gradient_accumulation_steps": 1}
+    assert written["planned"]["differing_steps"] == "179, 358"
+    as_recipe = launch.plan(launch.TrainRequest(profile="smoke"), cwd=tmp_path)
+    assert as_recipe.layout_check is None and as_recipe.reference_layout == planned.layout_check.reference

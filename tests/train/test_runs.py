@@ -188,6 +188,15 @@ def test_resume_after_sigkill_is_bit_identical(
     assert ours == theirs
     val = [(m["batch"], m["val_loss"]) for m in resumed.metrics() if "val_loss" in m]
     assert val == [(m["batch"], m["val_loss"]) for m in reference.metrics() if "val_loss" in m]
+    # trace.jsonl too (tests/train/test_trace.py): every step's rows, content, lr, loss and grad norm.
+    from gpt4allj_kit.trace.records import read_trace
+
+    ours_trace, theirs_trace = (
+        read_trace(out / "trace.jsonl"),
+        read_trace(reference.output_dir / "trace.jsonl"),
+    )
+    assert [s.model_dump() for s in ours_trace.steps] == [s.model_dump() for s in theirs_trace.steps]
+    assert len(ours_trace.launches) == 2 and ours_trace.launches[1].resumed_from.endswith(resumed_from)
 
 
 def test_rows_with_nothing_to_learn_are_dropped_and_recorded(launch_train, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gpt4allj_kit import paths
 from gpt4allj_kit.compare.attribution import Attribution, attribute_run, read_attribution
@@ -50,11 +50,18 @@ from gpt4allj_kit.report.view import (
     attribution_unavailable,
     attribution_view,
     comparison_view,
+    compliance_view,
     notes_view,
     overview_grid,
     table_view,
     text_grid,
 )
+
+if TYPE_CHECKING:
+    from gpt4allj_kit.verify.run import Verification
+
+# The recipe-compliance verdicts beside the report (verify-run's --json).
+COMPLIANCE_FILE = "compliance.json"
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,7 @@ class ReportResult:
     # True when the comparisons were made here (no compare/ results), False when read from compare/.
     compared_here: bool
     attribution: Attribution | None = None
+    compliance: Verification | None = None
 
 
 @dataclass(frozen=True)
@@ -209,6 +217,7 @@ def _view(
     missing: Sequence[str],
     started: str,
     attribution: AttributionView | None = None,
+    compliance: Verification | None = None,
 ) -> ReportView:
     root = contents.root
     assets = lock_assets(contents.lock)
@@ -241,7 +250,21 @@ def _view(
         ),
         sources=table.citations,
         attribution=attribution,
+        compliance=compliance_view(compliance) if compliance else None,
     )
+
+
+def _compliance(root: Path) -> tuple[Verification | None, str | None]:
+    """The training's verdicts against its recipe (verify-run); (None, why) when they cannot be had."""
+    from gpt4allj_kit.verify.facts import holds_training
+    from gpt4allj_kit.verify.run import verify_run
+
+    if not holds_training(root):
+        return None, None
+    try:
+        return verify_run(root), None
+    except KitError as exc:
+        return None, f"recipe compliance could not be checked: {exc.message}"
 
 
 def build_report(
@@ -269,9 +292,16 @@ def build_report(
     compared = _comparisons(contents, table, against, problems)
     comparisons = compared.found
     series = read_metrics(contents.metrics) if contents.metrics else None
-    missing = _missing(contents, series, comparisons) + problems
     attributed = _attributed(contents, table, against)
-    view = _view(contents, table, comparisons, manifests, series, missing, started, attributed.view)
+    compliance, compliance_problem = _compliance(root)
+    missing = (
+        _missing(contents, series, comparisons)
+        + problems
+        + ([compliance_problem] if compliance_problem else [])
+    )
+    view = _view(
+        contents, table, comparisons, manifests, series, missing, started, attributed.view, compliance
+    )
 
     out.mkdir(parents=True, exist_ok=True)
     for figure in view.figures:
@@ -279,9 +309,12 @@ def build_report(
     html_path, md_path = out / "report.html", out / "report.md"
     atomic_write_text(md_path, redact(report_markdown(view)))
     atomic_write_text(html_path, redact(report_html(view)))
+    if compliance is not None:
+        atomic_write_text(out / COMPLIANCE_FILE, redact(json.dumps(compliance.as_json(), indent=2) + "\n"))
     inputs = [p for p in (contents.metrics, contents.lock, *contents.manifests) if p] + compared.files
     inputs += [attributed.file] if attributed.file else []
     pngs = [f.name for f in view.figures]
+    extra = [COMPLIANCE_FILE] if compliance is not None else []
     write_manifest(
         out / paths.MANIFEST,
         stage="report",
@@ -290,7 +323,7 @@ def build_report(
         run_dir=str(root),
         kind=contents.kind,
         inputs={relative(p, root): sha256_file(p) for p in dict.fromkeys(inputs)},
-        outputs=sorted(["report.html", "report.md", *pngs]),
+        outputs=sorted(["report.html", "report.md", *pngs, *extra]),
         comparisons_from="compared here (no compare/ results)"
         if compared.compared_here
         else f"{paths.COMPARE_DIR}/",
@@ -305,6 +338,15 @@ def build_report(
         ],
         missing=missing,
         attribution=_attribution_record(attributed),
+        compliance=(
+            {
+                "recipe": compliance.recipe,
+                **compliance.counts,
+                "differing": [v.id for v in compliance.verdicts if v.verdict == "differs"],
+            }
+            if compliance is not None
+            else None
+        ),
     )
     return ReportResult(
         html=html_path,
@@ -316,6 +358,7 @@ def build_report(
         missing=tuple(missing),
         compared_here=compared.compared_here,
         attribution=attributed.attribution,
+        compliance=compliance,
     )
 
 

@@ -10,7 +10,7 @@ import json
 from collections.abc import Sequence
 from io import StringIO
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import jinja2
 from rich import box
@@ -26,15 +26,20 @@ from gpt4allj_kit.report.view import (
     AttributionView,
     Cell,
     ComparisonView,
+    ComplianceView,
     Grid,
     PairedView,
     PublishedView,
     ReportView,
     attribution_view,
     comparison_view,
+    compliance_view,
     paired_view,
     table_view,
 )
+
+if TYPE_CHECKING:
+    from gpt4allj_kit.verify.run import Verification
 
 Format = Literal["table", "markdown", "json", "html"]
 FORMATS: tuple[Format, ...] = ("table", "markdown", "json", "html")
@@ -49,7 +54,14 @@ _ENV = jinja2.Environment(
     undefined=jinja2.StrictUndefined,
 )
 
-_VERDICT_STYLE = {"reproduced": "green", "same": "green", "not significant": "yellow", "differs": "red"}
+_VERDICT_STYLE = {
+    "reproduced": "green",
+    "same": "green",
+    "pass": "green",
+    "not significant": "yellow",
+    "cannot tell": "yellow",
+    "differs": "red",
+}
 _ROW_STYLE = {"ours": "bold yellow", "compared": "cyan"}
 
 
@@ -206,6 +218,21 @@ def paired_view_renderable(view: PairedView) -> RenderableType:
 
 def paired_renderable(pairs: Sequence[PairedComparison]) -> RenderableType:
     return Group(*(paired_view_renderable(paired_view(p)) for p in pairs))
+
+
+def compliance_renderable(view: ComplianceView) -> RenderableType:
+    return Group(
+        Text(view.recipe, style="dim"),
+        Text(view.run, style="dim"),
+        _rich_table(view.grid, Table(title=view.title, title_justify="left", box=box.SIMPLE_HEAD)),
+        Text(view.summary, style="bold red" if view.differs else "bold green"),
+        *(Text(line, style="yellow") for line in view.also),
+        Text(f"Verdicts: {view.rule}.", style="dim"),
+    )
+
+
+def verification_renderable(v: Verification) -> RenderableType:
+    return compliance_renderable(compliance_view(v))
 
 
 def plain_text(renderable: RenderableType, width: int = 140) -> str:

@@ -9,12 +9,15 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from gpt4allj_kit.compare.attribution import Attribution, CheckpointGap, Closest, GapCell, GapRow
 from gpt4allj_kit.compare.comparison import BAND_RULE, NO_BAND, Comparison, TableRow, Verdict
 from gpt4allj_kit.compare.paired import PairedComparison, PairedVerdict
 from gpt4allj_kit.published import ROUNDING, Column, EvalStack, PublishedTable, printed_average_differs
+
+if TYPE_CHECKING:
+    from gpt4allj_kit.verify.run import Verification
 
 OURS_MARK = "◀ ours"
 COMPARED_MARK = "◀ compared"
@@ -22,13 +25,15 @@ COMPARED_MARK = "◀ compared"
 _LOUD = "not comparable"
 
 RowKind = Literal["", "ours", "compared", "total"]
+# A recipe-compliance rule's verdict (verify-run).
+RuleVerdictText = Literal["pass", "differs", "cannot tell"]
 
 
 @dataclass(frozen=True)
 class Cell:
     text: str
     strong: bool = False
-    verdict: Verdict | PairedVerdict | None = None
+    verdict: Verdict | PairedVerdict | RuleVerdictText | None = None
 
 
 @dataclass(frozen=True)
@@ -383,6 +388,7 @@ class ReportView:
     manifests: tuple[ManifestSection, ...]
     sources: tuple[str, ...]
     attribution: AttributionView | None = None
+    compliance: ComplianceView | None = None
 
     @property
     def figures(self) -> tuple[Figure, ...]:
@@ -720,4 +726,62 @@ def attribution_unavailable(reason: str, origin: str = "") -> AttributionView:
         base_title="",
         base=None,
         legend=(),
+    )
+
+
+# --- recipe compliance (verify-run) -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ComplianceView:
+    title: str
+    recipe: str  # which recipe the verdicts are against, and why that one
+    run: str
+    summary: str
+    differs: bool
+    grid: Grid
+    also: tuple[str, ...]  # how the run stands against other recipes (a tiny run: the documented one)
+    rule: str
+
+
+def compliance_summary(counts: dict[str, int]) -> str:
+    return f"{counts['pass']} pass, {counts['differs']} differ, {counts['cannot tell']} cannot tell"
+
+
+def compliance_view(v: Verification) -> ComplianceView:
+    rows = [
+        Row(
+            cells=(
+                Cell(r.id, strong=r.verdict == "differs"),
+                Cell(r.expected),
+                Cell(r.found),
+                Cell(
+                    f"{r.verdict} ({r.severity})" if r.verdict == "differs" else r.verdict, verdict=r.verdict
+                ),
+            )
+        )
+        for r in v.verdicts
+    ]
+    state = "finished" if v.finished else "not finished (checked as far as it got)"
+    also = tuple(
+        f"against recipe '{a.recipe}': {compliance_summary(a.counts)}"
+        + (f" ({', '.join(a.differing)})" if a.differing else "")
+        + " - a tiny run differs from the documented recipe by design"
+        for a in v.also
+    )
+    return ComplianceView(
+        title=f"Recipe compliance: against recipe '{v.recipe}'",
+        recipe=f"{v.recipe_description} ({v.recipe_file}; {v.chosen})",
+        run=f"{v.kind} {v.train_dir}: {state}, {v.steps} optimizer steps traced"
+        + (f"; data trace compared with {v.against}" if v.against else ""),
+        summary=compliance_summary(v.counts),
+        differs=v.differs,
+        grid=Grid(
+            header=("Rule", "Expected", "Found", "Verdict"),
+            numeric=(False,) * 4,
+            rows=tuple(rows),
+        ),
+        also=also,
+        rule="pass: the run meets the rule; differs: it does not; cannot tell: the run does not record what "
+        "the rule needs. Any 'differs' makes verify-run exit 1",
     )

@@ -33,6 +33,7 @@ from gpt4allj_kit.config import (
 from gpt4allj_kit.errors import ConfigError, EnvironmentNotReady
 from gpt4allj_kit.files import atomic_write_text, read_json_object
 from gpt4allj_kit.recipe import REFERENCE_GLOBAL_BATCH, VALIDATION_FRACTION
+from gpt4allj_kit.trace.layout import LAYOUT_FILE, Layout, LayoutComparison, compare_layouts
 from gpt4allj_kit.train import cadence, optim
 from gpt4allj_kit.train.checkpoint import resolve_resume
 
@@ -267,6 +268,10 @@ class LaunchPlan:
     env: dict[str, str]
     hyper: Hyperparameters
     notes: list[str]
+    # The recipe's layout (its profile's processes, batch and accumulation), and where this launch's steps
+    # read other rows than the recipe's would (None: the rows are not counted yet, or no fixed layout).
+    reference_layout: Layout | None = None
+    layout_check: LayoutComparison | None = None
 
     @property
     def output_dir(self) -> Path:
@@ -309,6 +314,36 @@ def _num_processes(request: TrainRequest, launch: LaunchConfig, notes: list[str]
             notes.append(f"{gpus} GPU(s) detected, the profile names {wanted}: launching {gpus} processes")
         return gpus
     return int(wanted) if wanted != "auto" else 1
+
+
+def recipe_layout(profile: Profile) -> Layout | None:
+    """The layout the profile's recipe trains with (its processes, its config's batch and accumulation,
+    before any command-line change); None when the profile leaves the process count to the machine."""
+    if not isinstance(profile.launch.num_processes, int):
+        return None
+    config = load_train_config(profile.train_config, base_overrides=profile.train)
+    return Layout(profile.launch.num_processes, config.batch_size, config.gradient_accumulation_steps)
+
+
+def _layout_check(
+    reference: Layout | None, config: TrainConfig, hyper: Hyperparameters, notes: list[str]
+) -> LayoutComparison | None:
+    """Whether the planned layout's steps read the recipe's rows, said before the launch (a note)."""
+    planned = Layout(hyper.num_processes, config.batch_size, config.gradient_accumulation_steps)
+    if reference is None or planned == reference:
+        return None
+    if hyper.train_rows is None:
+        notes.append(
+            f"data order: {planned.describe()} instead of the recipe's {reference.describe()}; which steps "
+            "read other rows than the recipe's is known once the data is fetched (`gpt4allj-kit trace`)"
+        )
+        return None
+    check = compare_layouts(
+        hyper.train_rows, reference, planned, epochs=config.num_epochs, max_steps=config.max_steps
+    )
+    estimate = " (rows counted before dropping those with nothing to learn)"
+    notes.append(f"data order: {check.summary()}{'' if check.same else estimate}")
+    return check
 
 
 def _accumulation_for_global_batch(config: TrainConfig, num_processes: int, notes: list[str]) -> int:
@@ -386,6 +421,8 @@ def plan(request: TrainRequest, *, cwd: Path | None = None) -> LaunchPlan:
 
     train_args = ["--config", str(output_dir / CONFIG_FILE)]
     hyper = hyperparameters(config, launch, ds_config, num_processes)
+    reference = recipe_layout(profile)
+    layout_check = _layout_check(reference, config, hyper, notes)
     if (
         hyper.global_batch != REFERENCE_GLOBAL_BATCH
         and profile.assets == "hub"
@@ -406,6 +443,8 @@ def plan(request: TrainRequest, *, cwd: Path | None = None) -> LaunchPlan:
         env=launch_env(launch),
         hyper=hyper,
         notes=notes,
+        reference_layout=reference,
+        layout_check=layout_check,
     )
 
 
@@ -456,7 +495,27 @@ def write_config(plan_: LaunchPlan) -> Path:
         "for the train.py --config of this directory's launch."
     )
     atomic_write_text(plan_.config_file, train_config_yaml(plan_.config, header))
+    write_layout(plan_)
     return plan_.config_file
+
+
+def write_layout(plan_: LaunchPlan) -> None:
+    """The recipe's layout beside the config: the training compares itself with it on its exact rows and
+    records where its steps read other rows (manifest and trace); what the plan foresaw is kept too."""
+    from gpt4allj_kit.files import atomic_write_json
+    from gpt4allj_kit.trace.layout import layout_json
+
+    target = plan_.output_dir / LAYOUT_FILE
+    if plan_.reference_layout is None:
+        target.unlink(missing_ok=True)
+        return
+    atomic_write_json(
+        target,
+        {
+            "reference": layout_json(plan_.reference_layout),
+            "planned": plan_.layout_check.as_json() if plan_.layout_check else None,
+        },
+    )
 
 
 def executable_argv(argv: list[str]) -> list[str]:

@@ -24,6 +24,8 @@ from gpt4allj_kit import paths
 from gpt4allj_kit.config import TrainConfig, load_train_config
 from gpt4allj_kit.errors import KitError
 from gpt4allj_kit.redaction import redact
+from gpt4allj_kit.trace.capture import ROW_COLUMN, StepRows, gathered
+from gpt4allj_kit.trace.records import batch_hash, encode_rows
 from gpt4allj_kit.train import checkpoint, optim, sources
 from gpt4allj_kit.train.cadence import Cadence
 from gpt4allj_kit.train.checkpoint import TrainerState
@@ -199,12 +201,20 @@ def lora_config() -> Any:
 
 
 def make_loaders(splits: Any, config: TrainConfig, pad_token_id: int) -> tuple[Any, Any]:
+    """The training and validation loaders; training rows carry their row number for the trace (the loop
+    pops it before the model sees the batch)."""
     from torch.utils.data import DataLoader
 
     from gpt4allj_kit import data
+    from gpt4allj_kit.trace.capture import RowNumbered, with_row_column
 
     collate = data.collator_for(config.padding, pad_token_id)
-    train = DataLoader(splits.train, batch_size=config.batch_size, shuffle=config.shuffle, collate_fn=collate)
+    train = DataLoader(
+        RowNumbered(splits.train, splits.train_rows),
+        batch_size=config.batch_size,
+        shuffle=config.shuffle,
+        collate_fn=with_row_column(collate),
+    )
     val = DataLoader(splits.validation, batch_size=config.batch_size, collate_fn=collate)
     return train, val
 
@@ -232,13 +242,23 @@ class StepMeter:
 
 
 class MetricsLog:
-    """metrics.jsonl (main process only), kept consistent with the state a run resumes from."""
+    """metrics.jsonl (main process only), kept consistent with the state a run resumes from; the same for
+    trace.jsonl (`name`), whose lines are also fsynced one by one (`durable`), so a kill loses at most the
+    line being written."""
 
     def __init__(
-        self, output_dir: Path, enabled: bool, resumed: TrainerState | None, batches_per_epoch: int
+        self,
+        output_dir: Path,
+        enabled: bool,
+        resumed: TrainerState | None,
+        batches_per_epoch: int,
+        *,
+        name: str = paths.METRICS,
+        durable: bool = False,
     ) -> None:
-        self.path = output_dir / paths.METRICS
+        self.path = output_dir / name
         self.enabled = enabled
+        self.durable = durable
         if enabled and resumed is not None and self.path.exists():
             # What came after the resumed state was lost with the killed run; it is about to be redone.
             consumed = resumed.epoch * batches_per_epoch + resumed.batches_done
@@ -256,6 +276,9 @@ class MetricsLog:
         if self.enabled:
             with self.path.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
+                if self.durable:
+                    fh.flush()
+                    os.fsync(fh.fileno())
 
 
 def written_before(record: dict[str, Any], step: int, batches: int) -> bool:
@@ -356,6 +379,71 @@ def grad_norm_of(accelerator: Any, model: Any, clipped: Any) -> float | None:
     return float(clipped) if clipped is not None else None
 
 
+# --- the trace's launch record ---------------------------------------------------------------------------
+
+
+def launch_record(
+    accelerator: Any,
+    optimizer: Any,
+    config: TrainConfig,
+    state: TrainerState,
+    info: RunInfo,
+    splits: Any,
+    *,
+    ds_config: dict[str, Any] | None,
+    loader: tuple[int, int, int],
+) -> dict[str, Any]:
+    """What trace.jsonl says of this launch (a start or a resume) before its steps: the layout, the data's
+    row counts and the settings that decide which rows each step reads (see trace/records.py)."""
+    from gpt4allj_kit import __version__, manifest
+    from gpt4allj_kit.trace import layout
+
+    batches, per_epoch, total = loader
+    planned = layout.Layout(
+        accelerator.num_processes, config.batch_size, accelerator.gradient_accumulation_steps
+    )
+    return {
+        "launch": True,
+        "step": state.step,
+        "epoch": state.epoch,
+        "batches_done": state.batches_done,
+        "resumed_from": info.resumed_from,
+        "time": manifest.now_iso(),
+        "kit_version": __version__,
+        "lock_sha256": manifest.lock_sha256(),
+        "num_processes": accelerator.num_processes,
+        "batch_size": config.batch_size,
+        "gradient_accumulation_steps": accelerator.gradient_accumulation_steps,
+        "distributed_type": str(accelerator.state.distributed_type),
+        "mixed_precision": accelerator.mixed_precision,
+        "zero_stage": ((ds_config or {}).get("zero_optimization") or {}).get("stage"),
+        "optimizer": {
+            **optim.describe_optimizer(optimizer),
+            # The DeepSpeed JSON's type (its FusedAdam runs "AdamW" in AdamW mode); torch's: its class.
+            "type": ((ds_config or {}).get("optimizer") or {}).get("type"),
+        },
+        "seed": config.seed,
+        "shuffle": config.shuffle,
+        "padding": config.padding,
+        "data_rows": info.assets["data"].get("rows"),
+        "train_rows": len(splits.train),
+        "validation_rows": len(splits.validation),
+        "dropped_rows": encode_rows(splits.dropped.rows),
+        "batches_per_epoch": batches,
+        "steps_per_epoch": per_epoch,
+        "total_steps": total,
+        "assets": info.assets,
+        "fetch_lock": fetch_lock(config),
+        "data_layout": layout.recorded_comparison(
+            Path(config.output_dir),
+            len(splits.train),
+            planned,
+            epochs=config.num_epochs,
+            max_steps=config.max_steps,
+        ),
+    }
+
+
 # --- the run ---------------------------------------------------------------------------------------------
 
 
@@ -442,6 +530,25 @@ def train(
         state if resumed_step is not None else None,
         len(train_loader),
     )
+    trace = MetricsLog(
+        output_dir,
+        accelerator.is_main_process,
+        state if resumed_step is not None else None,
+        len(train_loader),
+        name=paths.TRACE,
+        durable=True,
+    )
+    launch = launch_record(
+        accelerator,
+        optimizer,
+        config,
+        state,
+        info,
+        splits,
+        ds_config=ds_config,
+        loader=(len(train_loader), steps_per_epoch, total_steps),
+    )
+    trace.write(launch)
     kill_after = int(os.environ.get(KILL_AFTER_STEP_ENV, "0") or 0)
     clock = time.perf_counter()
     elapsed_before = state.train_seconds
@@ -470,10 +577,11 @@ def train(
         train_loader.set_epoch(epoch)
         skip = state.batches_done
         batches = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
-        meter, step_clock = StepMeter(), time.perf_counter()
+        meter, step_clock, step_rows = StepMeter(), time.perf_counter(), StepRows()
         window = skip  # the first batch of the accumulation window in progress
         epoch_end_state: str | None = None
         for index, batch in enumerate(batches, start=skip):
+            step_rows.add(batch.pop(ROW_COLUMN), batch)  # the model never sees the row numbers
             with accelerator.accumulate(model):
                 loss = model(**batch).loss
                 meter.add(loss, batch)
@@ -504,15 +612,32 @@ def train(
                 state.tokens += int(counts[0])
                 state.nonpad_tokens += int(counts[1])
                 state.train_seconds = elapsed_before + time.perf_counter() - clock
+                grad_norm = grad_norm_of(accelerator, model, clipped)
                 log(
                     {
                         "step": state.step,
                         "epoch": epoch + state.batches_done / len(train_loader),
                         "train_loss": float(step_loss),
                         "lr": lr,
-                        "grad_norm": grad_norm_of(accelerator, model, clipped),
+                        "grad_norm": grad_norm,
                         "tokens_per_s": float(counts[0]) / seconds,
                         "nonpad_tokens_per_s": float(counts[1]) / seconds,
+                    }
+                )
+                entries = gathered(accelerator, step_rows)  # every process: a collective
+                trace.write(
+                    {
+                        "step": state.step,
+                        "epoch": epoch,
+                        "window": [window, index],
+                        "rows": encode_rows(row for row, _ in entries),
+                        "n_rows": len(entries),
+                        "batch_sha256": batch_hash(digest for _, digest in entries),
+                        "lr": lr,
+                        "loss": float(step_loss),
+                        "grad_norm": grad_norm,
+                        "tokens": int(counts[0]),
+                        "nonpad_tokens": int(counts[1]),
                     }
                 )
                 if grad_norms is not None:
@@ -531,7 +656,7 @@ def train(
             window = index + 1
             if kill_after and state.step == kill_after:
                 os.kill(os.getpid(), signal.SIGKILL)
-            meter, step_clock = StepMeter(), time.perf_counter()
+            meter, step_clock, step_rows = StepMeter(), time.perf_counter(), StepRows()
             if state.step >= total_steps:
                 break
 
@@ -562,6 +687,7 @@ def train(
             command=command or sys.argv,
             steps={"steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "completed": state.step},
             dynamo_from_launcher=dynamo_from_launcher,
+            data_layout=launch["data_layout"],
         )
     accelerator.wait_for_everyone()
     accelerator.end_training()
@@ -604,6 +730,7 @@ def write_run_manifest(
     command: list[str],
     steps: dict[str, int],
     dynamo_from_launcher: str | None,
+    data_layout: dict[str, Any] | None = None,
 ) -> None:
     from gpt4allj_kit import manifest
 
@@ -642,4 +769,6 @@ def write_run_manifest(
         },
         saved_weights=info.saved,
         saved_weights_dtype=next(iter(info.saved.values()), None),
+        trace=paths.TRACE,
+        data_layout=data_layout,
     )
