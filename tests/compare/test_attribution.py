@@ -18,7 +18,7 @@ from gpt4allj_kit.compare.attribution import (
 from gpt4allj_kit.compare.paired import Settings, compare_paired
 from gpt4allj_kit.compare.stage import comparison_files, write_comparisons
 from gpt4allj_kit.errors import ConfigError
-from gpt4allj_kit.published import PublishedTable, Row, average
+from gpt4allj_kit.published import PublishedTable, Row
 from gpt4allj_kit.report.render import attribution_markdown, attribution_text
 from gpt4allj_kit.report.view import closest_text
 
@@ -302,38 +302,6 @@ def test_every_format_shows_the_split(tmp_path, scored_eval, flat) -> None:
 
 
 # --- end to end ---------------------------------------------------------------------------------------
-
-
-@pytest.mark.slow
-def test_smoke_reproduction_with_baseline_attributes_its_gap(tmp_path: Path, kit_cli, table) -> None:
-    run_dir = tmp_path / "run"
-    done = kit_cli(
-        "reproduce", "--profile", "smoke", "--baseline", "--output", run_dir, env=kit_cli.OFFLINE, timeout=900
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    a = read_attribution(run_dir / "compare" / paths.ATTRIBUTION)
-    assert a.split and a.base is not None and a.checkpoints == ("epoch_1", "epoch_2", "final")
-    assert a.row == "GPT4All-J v1.2-jazzy" and not a.comparable
-    assert any("not comparable" in n for n in a.notes) and a.missing == ()
-    assert a == attribute_run(run_dir).model_copy(update={"notes": a.notes, "comparable": a.comparable})
-    for cell in a.released.all_cells:
-        assert cell.published == (
-            average(table.row("v1.2-jazzy").values)
-            if cell.key == "average"
-            else table.row("v1.2-jazzy").values[cell.key]
-        )
-        for gap in cell.checkpoints:
-            assert cell.eval_stack.delta + gap.training.delta == pytest.approx(gap.total)  # type: ignore[union-attr]
-    manifest = json.loads((run_dir / "compare" / "manifest.json").read_text())
-    assert manifest["attribution"]["settings"] == Settings().model_dump(mode="json")
-    report = (run_dir / "report" / "report.md").read_text()
-    assert "## Where the gap comes from: GPT4All-J v1.2-jazzy" in report
-    assert "From compare/attribution.json (the compare stage's)." in report
-    stored = (run_dir / "compare" / "attribution.md").read_text().splitlines()
-    assert [line for line in stored if line.startswith(("- ", "| "))] == [
-        line for line in report.splitlines() if line in stored and line.startswith(("- ", "| "))
-    ]
-    assert "Where the gap comes from" in (run_dir / "report" / "report.html").read_text()
 
 
 def test_compare_of_a_run_dir_prints_where_the_gap_comes_from(tmp_path, scored_eval, kit_cli) -> None:

@@ -16,9 +16,11 @@ import psutil
 import pytest
 from gpt4allj_kit import paths
 from gpt4allj_kit import reproduce as pipeline
+from gpt4allj_kit.compare.attribution import attribute_run, read_attribution
+from gpt4allj_kit.compare.paired import Settings
 from gpt4allj_kit.config import load_profile
 from gpt4allj_kit.errors import ConfigError
-from gpt4allj_kit.published import load_published_table
+from gpt4allj_kit.published import average, load_published_table
 from gpt4allj_kit.runstate import STAGES, load_state
 from PIL import Image
 
@@ -62,7 +64,8 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory, kit_cli) -> SmokeRun:
     """Made once for the module (a whole smoke reproduction is the most expensive thing the tests run): the
     artifacts, the re-run and the resume tests all read this one run."""
     run_dir = tmp_path_factory.mktemp("smoke") / "run"
-    argv = kit_cli.argv("reproduce", "--profile", "smoke", "--output", run_dir)
+    # With --baseline: the published checkpoint and the base are evaluated too, for the gap's attribution.
+    argv = kit_cli.argv("reproduce", "--profile", "smoke", "--baseline", "--output", run_dir)
     proc = subprocess.Popen(
         argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=kit_cli.env(OFFLINE)
     )
@@ -174,6 +177,35 @@ def test_two_trainings_with_other_seeds_get_a_paired_verdict(
     assert any(t["only_a"] + t["only_b"] for p in pairs for t in p["tasks"])
     itself = kit_cli("compare", smoke_run.run_dir / "eval" / "final", smoke_run.run_dir / "eval" / "final")
     assert itself.returncode == 0 and "the same on every document of all 7 tasks" in itself.stdout
+
+
+@pytest.mark.slow
+def test_smoke_reproduction_with_baseline_attributes_its_gap(smoke_run: SmokeRun) -> None:
+    run_dir, table = smoke_run.run_dir, load_published_table()
+    assert smoke_run.done.returncode == 0, smoke_run.done.stderr[-3000:]
+    a = read_attribution(run_dir / "compare" / paths.ATTRIBUTION)
+    assert a.split and a.base is not None and a.checkpoints == ("epoch_1", "epoch_2", "final")
+    assert a.row == "GPT4All-J v1.2-jazzy" and not a.comparable
+    assert any("not comparable" in n for n in a.notes) and a.missing == ()
+    assert a == attribute_run(run_dir).model_copy(update={"notes": a.notes, "comparable": a.comparable})
+    for cell in a.released.all_cells:
+        assert cell.published == (
+            average(table.row("v1.2-jazzy").values)
+            if cell.key == "average"
+            else table.row("v1.2-jazzy").values[cell.key]
+        )
+        for gap in cell.checkpoints:
+            assert cell.eval_stack.delta + gap.training.delta == pytest.approx(gap.total)  # type: ignore[union-attr]
+    manifest = json.loads((run_dir / "compare" / "manifest.json").read_text())
+    assert manifest["attribution"]["settings"] == Settings().model_dump(mode="json")
+    report = (run_dir / "report" / "report.md").read_text()
+    assert "## Where the gap comes from: GPT4All-J v1.2-jazzy" in report
+    assert "From compare/attribution.json (the compare stage's)." in report
+    stored = (run_dir / "compare" / "attribution.md").read_text().splitlines()
+    assert [line for line in stored if line.startswith(("- ", "| "))] == [
+        line for line in report.splitlines() if line in stored and line.startswith(("- ", "| "))
+    ]
+    assert "Where the gap comes from" in (run_dir / "report" / "report.html").read_text()
 
 
 @pytest.mark.slow
