@@ -13,13 +13,14 @@ import platform
 import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from gpt4allj_kit import __version__, paths
-from gpt4allj_kit.files import atomic_write_json, sha256_file
-from gpt4allj_kit.redaction import SECRET_ENV, redact_data
+from gpt4allj_kit.files import atomic_write_json, atomic_write_text, check_writable, sha256_file
+from gpt4allj_kit.redaction import SECRET_ENV, redact, redact_data
 
 KEY_PACKAGES = (
     "torch", "transformers", "datasets", "accelerate", "deepspeed", "lm-eval", "huggingface-hub", "peft",
@@ -142,4 +143,44 @@ def write_manifest(
         }
     )
     atomic_write_json(path, manifest)
+    return manifest
+
+
+# --- one output file and its manifest beside it (`--output FILE` of a command) ----------------------------
+
+
+def manifest_beside(output: Path) -> Path:
+    """Where the manifest of a command's single output file goes: `<output>.manifest.json`."""
+    return output.with_name(f"{output.name}.{paths.MANIFEST}")
+
+
+def check_output(output: Path) -> None:
+    """`--output FILE` and its manifest can be written: checked before any work, so nothing is lost."""
+    check_writable(output, "--output", directory=False)
+    check_writable(manifest_beside(output), directory=False)
+
+
+def write_output(
+    output: Path,
+    text: str,
+    *,
+    stage: str,
+    command: Sequence[str] | str,
+    started: str,
+    config: Any = None,
+    **fields: Any,
+) -> Path:
+    """Writes `text` (redacted) to `output`, then its manifest beside it (with the output's path); returns
+    the manifest's path."""
+    atomic_write_text(output, redact(text))
+    manifest = manifest_beside(output)
+    write_manifest(
+        manifest,
+        stage=stage,
+        command=command if isinstance(command, str) else list(command),
+        config=config,
+        started=started,
+        output=str(output),
+        **fields,
+    )
     return manifest

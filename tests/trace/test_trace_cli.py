@@ -29,6 +29,10 @@ def test_the_released_datas_trace_takes_seconds_from_its_row_count(kit_cli, tmp_
     assert trace.steps[0].rows == trace.steps[3002].rows
     out_text = " ".join(result.stdout.split())
     assert "row numbers only" in out_text and "time" in out_text and "order, shard and step" in out_text
+    manifest = json.loads((tmp_path / "expected.jsonl.manifest.json").read_text())
+    assert manifest["stage"] == "trace" and manifest["output"] == str(out)
+    assert manifest["config"]["revision"] == "v1.0" and manifest["expected_trace"]["total_steps"] == 6004
+    assert manifest["environment"]["kit_version"] and "hardware" in manifest["environment"]
 
 
 def test_four_gpus_with_the_global_batch_kept_are_compared_with_the_recipes_eight(kit_cli) -> None:

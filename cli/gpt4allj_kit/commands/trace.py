@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -18,6 +19,9 @@ from gpt4allj_kit.commands.options import (
     console,
     err_console,
 )
+
+if TYPE_CHECKING:  # the command module stays light to import; the trace code is loaded when it runs
+    from gpt4allj_kit.trace.expected import ExpectedTrace
 
 _SHOWN_STEPS = 3
 
@@ -48,12 +52,13 @@ def trace_cmd(
 ) -> None:
     """Which rows every optimizer step of a training will read (its split, sampler order, shards and
     accumulation), and a hash of their tokens when the data is at hand. --output writes it as JSON lines,
-    in the shape of the trace.jsonl a training writes."""
-    from gpt4allj_kit.files import atomic_write_text, check_writable
+    in the shape of the trace.jsonl a training writes, with a manifest beside it."""
+    from gpt4allj_kit.manifest import check_output, now_iso, write_output
     from gpt4allj_kit.trace.expected import TraceRequest, expected_trace
 
+    started = now_iso()
     if output is not None:
-        check_writable(output, "--output", directory=False)
+        check_output(output)
     request = TraceRequest(
         config=config,
         revision=revision,
@@ -64,19 +69,24 @@ def trace_cmd(
         rows=rows,
     )
     trace = expected_trace(request)
-    if output is not None:
-        atomic_write_text(output, trace.text())
     summary = _summary(trace, output)
+    if output is not None:
+        write_output(
+            output,
+            trace.text(),
+            stage="trace",
+            command=sys.argv,
+            started=started,
+            config=trace.config.model_dump(mode="json"),
+            expected_trace={k: v for k, v in summary.items() if k not in ("config", "output")},
+        )
     if as_json:
         console.print_json(json.dumps(summary))
         return
     _render(summary, trace)
 
 
-def _summary(trace: object, output: Path | None) -> dict[str, object]:
-    from gpt4allj_kit.trace.expected import ExpectedTrace
-
-    assert isinstance(trace, ExpectedTrace)
+def _summary(trace: ExpectedTrace, output: Path | None) -> dict[str, object]:
     header = trace.header()
     return {
         "config": {
@@ -102,13 +112,10 @@ def _summary(trace: object, output: Path | None) -> dict[str, object]:
     }
 
 
-def _render(summary: dict[str, object], trace: object) -> None:
+def _render(summary: dict[str, object], trace: ExpectedTrace) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from gpt4allj_kit.trace.expected import ExpectedTrace
-
-    assert isinstance(trace, ExpectedTrace)
     table = Table(title="expected data trace", title_justify="left")
     table.add_column("")
     table.add_column("")

@@ -19,7 +19,7 @@ from gpt4allj_kit.compare.paired import SAMPLES_DIR, PairedComparison, Settings,
 from gpt4allj_kit.compare.results import evaluations
 from gpt4allj_kit.errors import ConfigError
 from gpt4allj_kit.files import atomic_write_text, check_writable, sha256_file
-from gpt4allj_kit.manifest import now_iso, write_manifest
+from gpt4allj_kit.manifest import check_output, now_iso, write_manifest, write_output
 from gpt4allj_kit.published import PublishedTable, Row
 from gpt4allj_kit.redaction import redact
 from gpt4allj_kit.report.render import (
@@ -161,20 +161,17 @@ def write_comparison(
     """Compares one results file (or dir) and writes it to `output` in `fmt`, with
     `<output>.manifest.json` beside it."""
     started = now_iso()
-    manifest = output.with_name(f"{output.name}.{paths.MANIFEST}")
-    check_writable(output, "--output", directory=False)
-    check_writable(manifest, directory=False)
+    check_output(output)
     c = compare_path(results, against, note=note, comparable=comparable)
-    atomic_write_text(output, redact(comparison_text(c, fmt)))
-    write_manifest(
-        manifest,
+    manifest = write_output(
+        output,
+        comparison_text(c, fmt),
         stage="compare",
-        command=command if isinstance(command, str) else list(command),
+        command=command,
         started=started,
         input=str(results),
         against=c.against,
         format=fmt,
-        output=str(output),
         reproduced=c.reproduced,
         differing=c.differing,
     )
@@ -206,23 +203,20 @@ def write_paired(
     """`compare RUN_A RUN_B --output FILE`: the paired comparisons in `fmt`, with `<output>.manifest.json`
     (the bootstrap's seed and resamples, and the digests of every samples file read)."""
     started = now_iso()
-    manifest = output.with_name(f"{output.name}.{paths.MANIFEST}")
-    check_writable(output, "--output", directory=False)
-    check_writable(manifest, directory=False)
+    check_output(output)
     pairs = compare_runs(a, b, settings=settings)
-    atomic_write_text(output, redact(paired_text(pairs, fmt)))
     inputs: dict[str, str] = {}
     for p in pairs:
         inputs |= _samples_digests(Path(p.a_source)) | _samples_digests(Path(p.b_source))
-    write_manifest(
-        manifest,
+    manifest = write_output(
+        output,
+        paired_text(pairs, fmt),
         stage="compare",
-        command=command if isinstance(command, str) else list(command),
+        command=command,
         config={"a": str(a), "b": str(b), **settings.model_dump(mode="json")},
         started=started,
         inputs=inputs,
         format=fmt,
-        output=str(output),
         pairs=[
             {"a": p.a_label, "b": p.b_label, "differing": p.differing, "average": p.average.verdict}
             for p in pairs
@@ -252,19 +246,16 @@ def write_run_attribution(
     """`compare RUN_DIR --output FILE`: where the run's gap comes from, in `fmt`, with
     `<output>.manifest.json` (the row, the bootstrap's settings, every samples file's sha256)."""
     started = now_iso()
-    manifest = output.with_name(f"{output.name}.{paths.MANIFEST}")
-    check_writable(output, "--output", directory=False)
-    check_writable(manifest, directory=False)
+    check_output(output)
     attribution = attribute_run(run_dir, against=against, settings=settings)
-    atomic_write_text(output, redact(attribution_text(attribution, fmt)))
-    write_manifest(
-        manifest,
+    manifest = write_output(
+        output,
+        attribution_text(attribution, fmt),
         stage="compare",
-        command=command if isinstance(command, str) else list(command),
+        command=command,
         config={"run_dir": str(run_dir), "against": against},
         started=started,
         format=fmt,
-        output=str(output),
         attribution=_attribution_summary(attribution),
     )
     return AttributedRun(attribution=attribution, output=output, manifest=manifest)
