@@ -25,12 +25,10 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from gpt4allj_kit import paths
 from gpt4allj_kit.config import validate
 from gpt4allj_kit.errors import ConfigError
 from gpt4allj_kit.files import read_text
 
-TRACE_FILE = paths.TRACE
 DIGEST_BYTES = 16
 
 
@@ -175,7 +173,3 @@ def read_trace(path: Path) -> Trace:
         else:
             trace.steps.append(validate(StepRecord, data, where))
     return trace
-
-
-def step_records(records: Iterable[dict[str, Any]]) -> list[StepRecord]:
-    return [StepRecord.model_validate(r) for r in records if not r.get("launch")]
