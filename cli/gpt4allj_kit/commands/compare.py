@@ -5,13 +5,16 @@ from __future__ import annotations
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from gpt4allj_kit import paths
 from gpt4allj_kit.commands.options import AgainstOption, OutputOption, console
 from gpt4allj_kit.errors import ExitCode
+
+if TYPE_CHECKING:  # the command module stays light to import
+    from gpt4allj_kit.compare.paired import Settings
 
 
 class CompareFormat(StrEnum):
@@ -119,15 +122,21 @@ def _refuse(what: str, **options: object) -> None:
         raise ConfigError(f"{', '.join(given)}: only for a comparison with the published table, {what}")
 
 
+def _paired_settings(seed: int | None) -> Settings:
+    """The paired tests' settings: the default seed unless --seed gives one."""
+    from gpt4allj_kit.compare.paired import Settings
+
+    return Settings() if seed is None else Settings(seed=seed)
+
+
 def _compare_run(
     run_dir: Path, against: str | None, fmt: CompareFormat, output: Path | None, seed: int | None
 ) -> None:
     from gpt4allj_kit.compare.attribution import attribute_run
-    from gpt4allj_kit.compare.paired import Settings
     from gpt4allj_kit.compare.stage import write_run_attribution
     from gpt4allj_kit.report import render
 
-    settings = Settings() if seed is None else Settings(seed=seed)
+    settings = _paired_settings(seed)
     if output is not None:
         written = write_run_attribution(
             run_dir, output, fmt=fmt.value, against=against, settings=settings, command=sys.argv
@@ -145,12 +154,12 @@ def _compare_run(
 def _compare_paired(
     a: Path, b: Path, fmt: CompareFormat, output: Path | None, seed: int | None, fail_on_diff: bool
 ) -> None:
-    from gpt4allj_kit.compare.paired import Settings, compare_runs
+    from gpt4allj_kit.compare.paired import compare_runs
     from gpt4allj_kit.compare.stage import write_paired
     from gpt4allj_kit.report import render
     from gpt4allj_kit.report.view import paired_summary
 
-    settings = Settings() if seed is None else Settings(seed=seed)
+    settings = _paired_settings(seed)
     if output is None:
         with console.status("comparing document by document"):
             pairs = compare_runs(a, b, settings=settings)

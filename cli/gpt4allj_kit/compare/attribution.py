@@ -17,15 +17,22 @@ failed on.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from gpt4allj_kit import paths
-from gpt4allj_kit.compare.comparison import RULE, Verdict, band_verdict, default_against, verdict
+from gpt4allj_kit.compare.comparison import (
+    RULE,
+    Verdict,
+    band_verdict,
+    default_against,
+    independent_mean,
+    read_stored,
+    verdict,
+)
 from gpt4allj_kit.compare.paired import PairedComparison, PairedVerdict, Settings, compare_paired
 from gpt4allj_kit.compare.results import Measured, evaluations, label_order, read_measured
 from gpt4allj_kit.errors import ConfigError, KitError
@@ -164,15 +171,8 @@ class Attribution(_Model):
 
 
 def read_attribution(path: Path) -> Attribution:
-    """An attribution the compare stage wrote; a one-line ConfigError when it is not one."""
-    try:
-        return Attribution.model_validate_json(path.read_bytes())
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "document"
-        raise ConfigError(f"{path}: not a stored attribution ({where}: {first['msg']})") from None
+    """An attribution the compare stage wrote (`to_json`)."""
+    return read_stored(path, Attribution, "attribution")
 
 
 # --- cells ----------------------------------------------------------------------------------------------
@@ -236,10 +236,8 @@ def _percent(measured: Measured, column: Column) -> tuple[float, float]:
 
 
 def _mean(measured: Measured, columns: Sequence[Column]) -> tuple[float, float]:
-    """The average as the compare stage computes it: plain mean, stderr sqrt(Σ stderr²) / n."""
-    values = [_percent(measured, c) for c in columns]
-    n = len(values)
-    return sum(v for v, _ in values) / n, math.sqrt(sum(s**2 for _, s in values)) / n
+    """The average as the compare stage computes it."""
+    return independent_mean([_percent(measured, c) for c in columns])
 
 
 def _task_drift(

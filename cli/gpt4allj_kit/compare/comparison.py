@@ -156,16 +156,28 @@ class Comparison(_Model):
         return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
-def read_comparison(path: Path) -> Comparison:
-    """A comparison the compare stage wrote (`to_json`); a one-line ConfigError when it is not one."""
+def read_stored[M: BaseModel](path: Path, model: type[M], what: str) -> M:
+    """A `what` the compare stage wrote (`model` as JSON); a one-line ConfigError when it is not one."""
     try:
-        return Comparison.model_validate_json(path.read_bytes())
+        return model.model_validate_json(path.read_bytes())
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "document"
-        raise ConfigError(f"{path}: not a stored comparison ({where}: {first['msg']})") from None
+        raise ConfigError(f"{path}: not a stored {what} ({where}: {first['msg']})") from None
+
+
+def read_comparison(path: Path) -> Comparison:
+    """A comparison the compare stage wrote (`to_json`)."""
+    return read_stored(path, Comparison, "comparison")
+
+
+def independent_mean(values: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    """The mean of (value, stderr) pairs and its stderr, the tasks' errors taken as independent (`RULE`):
+    sqrt(Σ stderr²) / n."""
+    n = len(values)
+    return sum(v for v, _ in values) / n, math.sqrt(sum(s**2 for _, s in values)) / n
 
 
 def verdict(delta: float, stderr: float, band: float = 0.0) -> Verdict:
@@ -264,8 +276,7 @@ def compare(
                 band_verdict=band_verdict(delta, stderr, cell_band),
             )
         )
-    ours_avg = sum(c.ours for c in cells) / len(cells)
-    avg_stderr = math.sqrt(sum(c.stderr**2 for c in cells)) / len(cells)
+    ours_avg, avg_stderr = independent_mean([(c.ours, c.stderr) for c in cells])
     reported_avg = average(row.values)
     avg_band = band.average if band else None
     avg = AverageCell(

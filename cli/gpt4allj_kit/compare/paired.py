@@ -206,14 +206,14 @@ def _summary(folder: Path) -> dict[str, object]:
     return read_json_object(folder / paths.SUMMARY, kind="eval summary")
 
 
-def _label(folder: Path) -> str:
-    label = _summary(folder).get("label")
+def _label(folder: Path, summary: dict[str, object]) -> str:
+    label = summary.get("label")
     return str(label) if label else folder.name
 
 
-def settings_notes(a: Path, b: Path) -> tuple[str, ...]:
-    """What differs between the two evaluations' settings: the paired difference then includes its effect."""
-    summary_a, summary_b = _summary(a), _summary(b)
+def settings_notes(summary_a: dict[str, object], summary_b: dict[str, object]) -> tuple[str, ...]:
+    """What differs between the two evaluations' settings (their summaries): the paired difference then
+    includes its effect."""
     return tuple(
         f"evaluated with different {key} (A: {summary_a.get(key)}, B: {summary_b.get(key)}): "
         "the difference includes that setting's effect"
@@ -257,7 +257,8 @@ def compare_paired(
     """Evaluation folder `a` against `b`, task by task on the suite's metrics, on the same documents."""
     table = table or load_published_table()
     settings = settings or Settings()
-    a_label, b_label = a_label or _label(a), b_label or _label(b)
+    summary_a, summary_b = _summary(a), _summary(b)
+    a_label, b_label = a_label or _label(a, summary_a), b_label or _label(b, summary_b)
     rng = np.random.default_rng(settings.seed)
     tasks: list[PairedTask] = []
     resampled: list[np.ndarray] = []
@@ -296,7 +297,7 @@ def compare_paired(
         tasks=tuple(tasks),
         average=_average(tasks, resampled, settings),
         settings=settings,
-        notes=settings_notes(a, b),
+        notes=settings_notes(summary_a, summary_b),
     )
 
 
