@@ -119,6 +119,22 @@ def test_what_a_run_does_not_record_cannot_be_told(hand_made) -> None:
     assert "run.mixed_precision" in found["precision"][1]
 
 
+def test_a_run_from_before_traces_has_its_schedule_checked_from_its_metrics(hand_made) -> None:
+    """No trace.jsonl: the learning rates come from metrics.jsonl's training lines (validation and damaged
+    lines skipped, never a traceback)."""
+    run = hand_made().finish()
+    root = run.write()
+    (root / "trace.jsonl").unlink()
+    lines = [{"step": s["step"], "train_loss": 1.0, "lr": s["lr"]} for s in run.steps]
+    lines += [{"step": 3, "val_loss": 2.0}, {"step": None, "train_loss": 1.0, "lr": 1.0}]
+    metrics = "".join(json.dumps(line) + "\n" for line in lines) + '{"step": 9, "tor'
+    (root / "metrics.jsonl").write_text(metrics)
+    assert verdicts(root)["lr-schedule"][0] == "pass"
+    lines[1]["lr"] = 5e-4
+    (root / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert verdicts(root)["lr-schedule"] == ("differs", "1 of 24 steps differ: step 2: 0.0005 (formula 0)")
+
+
 def test_another_kit_version_differs_as_a_warning(hand_made, kit_cli) -> None:
     run = hand_made().finish(environment={"kit_version": "0.0.9"})
     result = verify_run(run.write(), recipe="smoke")

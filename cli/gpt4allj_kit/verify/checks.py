@@ -147,22 +147,13 @@ def _step_lrs(run: TrainingRun) -> list[tuple[int, float]] | None:
     """(step, lr used) from the trace, else from metrics.jsonl (runs made before the trace)."""
     if run.trace is not None and run.trace.steps:
         return [(s.step, s.lr) for s in run.trace.steps if s.lr is not None]
-    import json
-
     from gpt4allj_kit import paths
+    from gpt4allj_kit.report.contents import read_metrics
 
     metrics = run.train_dir / paths.METRICS
     if not metrics.is_file():
         return None
-    found = []
-    for line in metrics.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and "train_loss" in record and "lr" in record:
-            found.append((int(record["step"]), float(record["lr"])))
-    return found or None
+    return [(int(step), lr) for step, lr in read_metrics(metrics).lr] or None
 
 
 def check_schedule(rule: ScheduleRule, ctx: Context) -> RuleVerdict:
