@@ -34,6 +34,7 @@ from gpt4allj_kit.errors import ConfigError, EnvironmentNotReady
 from gpt4allj_kit.files import atomic_write_text, read_json_object
 from gpt4allj_kit.recipe import REFERENCE_GLOBAL_BATCH, VALIDATION_FRACTION
 from gpt4allj_kit.trace.layout import LAYOUT_FILE, Layout, LayoutComparison, compare_layouts
+from gpt4allj_kit.trace.layout import steps_per_epoch as layout_steps_per_epoch
 from gpt4allj_kit.train import cadence, optim
 from gpt4allj_kit.train.checkpoint import resolve_resume
 
@@ -198,9 +199,9 @@ def hyperparameters(
     train_rows = rows - math.ceil(rows * VALIDATION_FRACTION) if rows is not None else None
     steps_per_epoch = total = None
     if train_rows is not None:
-        # accelerate gives every process ceil(rows / (batch x processes)) batches (the last one wraps).
-        batches = math.ceil(train_rows / (config.batch_size * num_processes))
-        steps_per_epoch = math.ceil(batches / accumulation)
+        steps_per_epoch = layout_steps_per_epoch(
+            train_rows, Layout(num_processes, config.batch_size, accumulation)
+        )
         total = steps_per_epoch * config.num_epochs
         if config.max_steps is not None:
             total = min(total, config.max_steps)
