@@ -97,6 +97,11 @@ def pct(value: float, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
+def interval(low: float, high: float) -> str:
+    """A confidence interval in percent points."""
+    return f"[{signed(low)}, {signed(high)}]"
+
+
 def signed(value: float) -> str:
     return f"{value:+.2f}"
 
@@ -219,28 +224,22 @@ def provenance(c: Comparison) -> str:
     return "; ".join(parts)
 
 
+def _verdicts_line(differing: Sequence[str], cells: int, average: str | None) -> str:
+    if not differing:
+        return f"all {cells} cells reproduced; average {average}"
+    return f"{len(differing)} of {cells} cells differ ({', '.join(differing)}); average {average}"
+
+
 def summary(c: Comparison) -> str:
-    cells = len(c.cells)
-    if c.reproduced:
-        return f"all {cells} cells reproduced; average {c.average.verdict}"
-    return (
-        f"{len(c.differing)} of {cells} cells differ ({', '.join(c.differing)}); average {c.average.verdict}"
-    )
+    return _verdicts_line(c.differing, len(c.cells), c.average.verdict)
 
 
 def band_summary(c: Comparison) -> str:
     """The second verdict in a line: with the row's band, or that the row has none."""
     if c.band is None:
         return c.band_note or NO_BAND
-    differing = c.differing_with_band or []
-    cells = len(c.cells)
-    head = f"with the evaluation-stack band of {c.band.row}: "
-    if not differing:
-        return f"{head}all {cells} cells reproduced; average {c.average.band_verdict}"
-    return (
-        f"{head}{len(differing)} of {cells} cells differ ({', '.join(differing)}); "
-        f"average {c.average.band_verdict}"
-    )
+    line = _verdicts_line(c.differing_with_band or [], len(c.cells), c.average.band_verdict)
+    return f"with the evaluation-stack band of {c.band.row}: {line}"
 
 
 def _band_cells(band: float | None, verdict: Verdict | None) -> tuple[Cell, Cell]:
@@ -415,10 +414,6 @@ def paired_summary(p: PairedComparison) -> str:
     return f"no task differs significantly; average {p.average.verdict}"
 
 
-def _interval(low: float, high: float) -> str:
-    return f"{signed(low)}..{signed(high)}"
-
-
 def paired_grid(p: PairedComparison) -> Grid:
     rows = [
         Row(
@@ -429,7 +424,7 @@ def paired_grid(p: PairedComparison) -> Grid:
                 Cell(pct(t.a)),
                 Cell(pct(t.b)),
                 Cell(signed(t.delta)),
-                Cell(_interval(t.ci_low, t.ci_high)),
+                Cell(interval(t.ci_low, t.ci_high)),
                 Cell(f"{t.only_a}/{t.only_b}"),
                 Cell(f"{t.p_value:.3g}"),
                 Cell(t.verdict, verdict=t.verdict),
@@ -445,7 +440,7 @@ def paired_grid(p: PairedComparison) -> Grid:
         Cell(pct(a.a)),
         Cell(pct(a.b)),
         Cell(signed(a.delta)),
-        Cell(_interval(a.ci_low, a.ci_high)),
+        Cell(interval(a.ci_low, a.ci_high)),
         Cell(""),
         Cell(""),
         Cell(a.verdict, verdict=a.verdict),
@@ -512,15 +507,11 @@ def _pm(value: float | None, stderr: float | None) -> str:
     return "—" if value is None or stderr is None else f"{pct(value)} ± {pct(stderr)}"
 
 
-def _bracketed(low: float, high: float) -> str:
-    return f"[{signed(low)}, {signed(high)}]"
-
-
 def _training_cell(gap: CheckpointGap) -> Cell:
     t = gap.training
     if t is None:
         return Cell("—")
-    return Cell(f"{signed(t.delta)} {_bracketed(t.ci_low, t.ci_high)} {t.verdict}", verdict=t.verdict)
+    return Cell(f"{signed(t.delta)} {interval(t.ci_low, t.ci_high)} {t.verdict}", verdict=t.verdict)
 
 
 def closest_text(closest: Closest | None) -> str:
@@ -642,8 +633,8 @@ def _split_line(cell: GapCell, gap: CheckpointGap) -> str:
     line += f" = eval-stack {signed(drift.delta)} (unpaired, ± {pct(drift.stderr)}, {drift.verdict})"
     if training is None:
         return line + f" + training {signed(gap.value - (cell.ours or 0.0))} (no paired test)"
-    interval = _bracketed(training.ci_low, training.ci_high)
-    return line + f" + training {signed(training.delta)} (paired, 95% CI {interval}, {training.verdict})"
+    ci = interval(training.ci_low, training.ci_high)
+    return line + f" + training {signed(training.delta)} (paired, 95% CI {ci}, {training.verdict})"
 
 
 def _closest_counts(row: GapRow) -> str | None:
