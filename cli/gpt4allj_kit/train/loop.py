@@ -538,17 +538,23 @@ def train(
         name=paths.TRACE,
         durable=True,
     )
-    launch = launch_record(
-        accelerator,
-        optimizer,
-        config,
-        state,
-        info,
-        splits,
-        ds_config=ds_config,
-        loader=(len(train_loader), steps_per_epoch, total_steps),
+    # Only the main process writes the trace and the manifest: the others skip the layout comparison.
+    launch = (
+        launch_record(
+            accelerator,
+            optimizer,
+            config,
+            state,
+            info,
+            splits,
+            ds_config=ds_config,
+            loader=(len(train_loader), steps_per_epoch, total_steps),
+        )
+        if accelerator.is_main_process
+        else None
     )
-    trace.write(launch)
+    if launch is not None:
+        trace.write(launch)
     kill_after = int(os.environ.get(KILL_AFTER_STEP_ENV, "0") or 0)
     clock = time.perf_counter()
     elapsed_before = state.train_seconds
@@ -687,7 +693,7 @@ def train(
             command=command or sys.argv,
             steps={"steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "completed": state.step},
             dynamo_from_launcher=dynamo_from_launcher,
-            data_layout=launch["data_layout"],
+            data_layout=launch["data_layout"] if launch is not None else None,
         )
     accelerator.wait_for_everyone()
     accelerator.end_training()
