@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from gpt4allj_kit import data
-from gpt4allj_kit.assets import EOS, TinyAssets, synthetic_rows
+from gpt4allj_kit.assets import EOS, TinyAssets, realistic_rows, synthetic_rows
 from gpt4allj_kit.config import TrainConfig
 from gpt4allj_kit.errors import ConfigError
 from gpt4allj_kit.files import sha256_file
@@ -210,6 +210,162 @@ def test_bad_arguments(tokenizer: PreTrainedTokenizerBase) -> None:
         data.encode_pair(tokenizer, "a", "b", 2)
     with pytest.raises(ValueError, match="2 prompts but 1 responses"):
         data.encode_batch(tokenizer, ["a", "b"], ["c"], 16)
+
+
+# --- the real GPT-J tokenizer: realistic rows, and each text tokenized once ---
+
+REAL_MAX_LENGTH = 1024
+
+
+@pytest.fixture(scope="module")
+def gptj(gptj_tokenizer: Path) -> PreTrainedTokenizerBase:
+    return AutoTokenizer.from_pretrained(gptj_tokenizer)
+
+
+@pytest.fixture(scope="module")
+def realistic() -> list[dict[str, str]]:
+    return realistic_rows(seed=11, rows=3000)
+
+
+# Prompt endings and response starts around the "\n" between them: the ones where the tokens of
+# prompt + "\n" are not the first tokens of the whole text must take the fallback.
+_PROMPT_ENDS = (
+    "",
+    "Why?",
+    "Why? ",
+    "Why?\n",
+    "Why?\t",
+    "Why?\u00a0",
+    "Why?\x1c",
+    "it's",
+    "x<|endoftext|>",
+    "日本",
+)
+_RESPONSE_STARTS = (
+    "Yes.", " Yes.", "  Yes.", "\nYes.", "\n\nYes.", "\u00a0Yes.", " <|extratoken_5|>x", "<|endoftext|> ok",
+    "</s> \nnext", " 42", "\u3000Yes", "\x1cYes", "'s fine", " ", "  ",
+)  # fmt: skip
+
+
+def _edge_pairs() -> list[tuple[str, str]]:
+    return [
+        *((p, r) for p in _PROMPT_ENDS for r in _RESPONSE_STARTS),
+        ("x" * 5000, "y"),  # more characters per token than a cut text is assumed to hold: tokenized whole
+        ("Q", "x" * 9000 + " end"),
+        ("Q", ("word" + " " * 40) * 300),
+        ("Explain: " + "ab " * 3000, "Sure."),  # long prompt, decided from its first tokens
+        ("日本語" * 700, "回答 " * 2000),
+    ]
+
+
+def _assert_batch_equals_pairs(
+    tokenizer: PreTrainedTokenizerBase, pairs: list[tuple[str, str]], max_length: int
+) -> None:
+    batch = data.encode_batch(tokenizer, [p for p, _ in pairs], [r for _, r in pairs], max_length)
+    for i, (prompt, response) in enumerate(pairs):
+        one = data.encode_pair(tokenizer, prompt, response, max_length)
+        assert {k: v[i] for k, v in batch.items()} == one, (
+            f"row {i} differs: {prompt[-20:]!r} / {response[:20]!r}"
+        )
+
+
+def test_realistic_rows_encode_as_upstream_with_the_real_tokenizer(
+    gptj: PreTrainedTokenizerBase, realistic: list[dict[str, str]]
+) -> None:
+    pairs = [(r["prompt"], r["response"]) for r in realistic]
+    _assert_batch_equals_pairs(gptj, pairs, REAL_MAX_LENGTH)
+    half = REAL_MAX_LENGTH // 2
+    heads = [len(ids) for ids in gptj([p + "\n" for p, _ in pairs])["input_ids"]]
+    rows = data.encode_arrays(gptj, [p for p, _ in pairs], [r for _, r in pairs], REAL_MAX_LENGTH)
+    shapes = {
+        "long prompts (cut)": sum(n >= half for n in heads),
+        "long prompts decided from a cut text": sum(len(p) > 6 * half for p, _ in pairs),
+        "empty prompts": sum(not p for p, _ in pairs),
+        "separators": sum("</s> \n" in r for _, r in pairs),
+        "truncated rows": int((rows.attention_mask[:, -1] == 1).sum()),
+        "responses cut before tokenizing": sum(len(r) > 6 * REAL_MAX_LENGTH for _, r in pairs),
+        "fallback rows": sum(not data._joins_cleanly(p, r, frozenset("<")) for p, r in pairs),
+    }
+    assert min(shapes.values()) > 10, shapes
+
+
+@pytest.mark.parametrize("max_length", [64, REAL_MAX_LENGTH])
+def test_edge_cases_encode_as_upstream_with_the_real_tokenizer(
+    gptj: PreTrainedTokenizerBase, max_length: int
+) -> None:
+    _assert_batch_equals_pairs(gptj, _edge_pairs() + _edge_cases(), max_length)
+
+
+def test_encode_pair_is_upstreams_encoding_with_the_real_tokenizer(
+    gptj_tokenizer: Path, realistic: list[dict[str, str]]
+) -> None:
+    reference_tokenizer = AutoTokenizer.from_pretrained(gptj_tokenizer)
+    tokenizer = AutoTokenizer.from_pretrained(gptj_tokenizer)
+    sample = [r for r in realistic[:400]] + [{"prompt": p, "response": r} for p, r in _edge_pairs()[::7]]
+    for row in sample:
+        got = data.encode_pair(tokenizer, row["prompt"], row["response"], REAL_MAX_LENGTH)
+        assert got == upstream_reference(reference_tokenizer, row["prompt"], row["response"], REAL_MAX_LENGTH)
+
+
+def test_a_clean_join_is_the_two_parts_tokens_end_to_end(
+    gptj: PreTrainedTokenizerBase, realistic: list[dict[str, str]]
+) -> None:
+    """The claim the single tokenization stands on, checked directly: where `_joins_cleanly` holds, the
+    whole text's tokens are prompt + "\\n"'s then the response's; where it does not, they often are not."""
+    pairs = [(r["prompt"], r["response"] + EOS) for r in realistic[:1500]]
+    pairs += [(p, r + EOS) for p, r in _edge_pairs()[:-5]]
+    heads = gptj([p + "\n" for p, _ in pairs], verbose=False)["input_ids"]
+    tails = gptj([t for _, t in pairs], verbose=False)["input_ids"]
+    whole = gptj([p + "\n" + t for p, t in pairs], verbose=False)["input_ids"]
+    starts = frozenset(t.content[0] for t in gptj.added_tokens_decoder.values())
+    clean = [data._joins_cleanly(p, t, starts) for p, t in pairs]
+    joined = [h + t == w for h, t, w in zip(heads, tails, whole, strict=True)]
+    assert all(j for c, j in zip(clean, joined, strict=True) if c)
+    assert sum(not j for c, j in zip(clean, joined, strict=True) if not c) >= 10
+    assert sum(clean[:1500]) > 0.9 * 1500  # realistic rows nearly all join cleanly
+
+
+def _variant(tiny: TinyAssets, change: str) -> PreTrainedTokenizerBase:
+    from tokenizers import AddedToken, normalizers, pre_tokenizers, processors
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny.tokenizer_dir)
+    backend = tokenizer.backend_tokenizer
+    if change == "normalizer":
+        backend.normalizer = normalizers.NFKC()
+    elif change == "prefix space":
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    elif change == "other regex":
+        backend.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Split(r"\s+", "isolated"), pre_tokenizers.ByteLevel(use_regex=False)]
+        )
+    elif change == "bos added":
+        eos_id = tokenizer.eos_token_id
+        backend.post_processor = processors.TemplateProcessing(
+            single=f"{EOS} $A", special_tokens=[(EOS, eos_id)]
+        )
+    elif change == "stripping added token":
+        tokenizer.add_tokens([AddedToken("<mark>", lstrip=True, rstrip=True)])
+    return tokenizer
+
+
+@pytest.mark.parametrize(
+    "change", ["normalizer", "prefix space", "other regex", "bos added", "stripping added token"]
+)
+def test_a_tokenizer_that_does_not_split_like_gpt2_takes_upstreams_calls(
+    tiny: TinyAssets, rows: list[dict[str, str]], change: str
+) -> None:
+    tokenizer = _variant(tiny, change)
+    assert not data.splits_like_gpt2(tokenizer)
+    pairs = [(r["prompt"], r["response"]) for r in rows[:300]]
+    pairs += [(p + " <mark>", " <mark> " + r) for p, r in _edge_pairs()[:40]]
+    _assert_batch_equals_pairs(tokenizer, pairs, 128)
+
+
+def test_gpt2_like_tokenizers_are_detected(
+    gptj: PreTrainedTokenizerBase, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    # The real GPT-J tokenizer and the tiny one (a byte-level BPE trained with GPT-2's pre-tokenizer).
+    assert data.splits_like_gpt2(gptj) and data.splits_like_gpt2(tokenizer)
 
 
 # --- loading ---

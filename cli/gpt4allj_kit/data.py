@@ -26,6 +26,7 @@ import json
 import math
 import os
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,9 @@ DROP_RULE = (
 UPSTREAM_EOS = "</s>"
 # Rows per worker below which extra tokenization processes cost more than they save.
 _ROWS_PER_PROCESS = 2000
+# Characters per needed token beyond which a text is cut before it is tokenized (`_leading_ids`); natural
+# text runs 3 to 5 per GPT-2 token, so the cut part nearly always holds enough.
+_CHARS_PER_TOKEN = 6
 _HUB_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -176,7 +180,7 @@ class EncodedArrays:
 def _prompt_lengths(
     tokenizer: PreTrainedTokenizerBase, prompts: list[str], half: int, pad_id: int
 ) -> tuple[list[str], np.ndarray]:
-    heads = tokenizer([p + "\n" for p in prompts], return_attention_mask=False)["input_ids"]
+    heads = tokenizer([p + "\n" for p in prompts], return_attention_mask=False, verbose=False)["input_ids"]
     lengths = np.fromiter((len(ids) for ids in heads), dtype=np.int64, count=len(heads))
     long_rows = np.flatnonzero(lengths >= half)
     if long_rows.size == 0:
@@ -192,10 +196,136 @@ def _prompt_lengths(
     return prompts, lengths
 
 
+def _rows_in_three_calls(
+    tokenizer: PreTrainedTokenizerBase, prompts: list[str], tails: list[str], max_length: int, pad_id: int
+) -> tuple[list[list[int]], np.ndarray]:
+    """Every row's ids (truncated) and prompt length: prompts alone, cut prompts, then whole texts."""
+    cut_prompts, prompt_lens = _prompt_lengths(tokenizer, prompts, max_length // 2, pad_id)
+    texts = [p + "\n" + t for p, t in zip(cut_prompts, tails, strict=True)]
+    rows = tokenizer(texts, max_length=max_length, truncation=True, return_attention_mask=False)["input_ids"]
+    return rows, prompt_lens
+
+
+def splits_like_gpt2(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """True when `tokenizer` cuts text into pieces as GPT-2's does, read from its backend (never assumed):
+    byte-level BPE behind GPT-2's pre-tokenizer regex, no normalizer, no tokens added around a sequence,
+    and added tokens that hold no whitespace and strip none. For such a tokenizer `_joins_cleanly` says
+    when a text's tokens are its two parts' tokens end to end."""
+    from tokenizers import models, pre_tokenizers
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return False
+    pre = backend.pre_tokenizer
+    if not isinstance(pre, pre_tokenizers.ByteLevel) or not pre.use_regex or pre.add_prefix_space:
+        return False
+    if backend.normalizer is not None or not isinstance(backend.model, models.BPE) or backend.model.dropout:
+        return False
+    post = backend.post_processor
+    if post is not None and post.num_special_tokens_to_add(False) != 0:
+        return False
+    return not any(
+        t.lstrip or t.rstrip or any(ch.isspace() for ch in t.content)
+        for t in tokenizer.added_tokens_decoder.values()
+    )
+
+
+def _visible(ch: str) -> bool:
+    # Letters, digits, punctuation and symbols: never whitespace to the regex (\s is Unicode's White_Space).
+    return unicodedata.category(ch)[0] in "LNPS"
+
+
+def _joins_cleanly(head: str, tail: str, added_starts: frozenset[str]) -> bool:
+    """For a tokenizer that `splits_like_gpt2`: whether the tokens of head + "\n" + tail are those of
+    head + "\n" followed by those of tail.
+
+    Added tokens (whitespace-free) cannot span the "\n", and BPE never merges across the regex's pieces, so
+    this holds when the regex makes the "\n" a piece of its own, as it does alone at the end of head + "\n":
+    head is empty or ends in a visible character (the regex joins whitespace only to whitespace), and tail
+    is empty or starts with a visible character, or with one space before a visible one that does not begin
+    an added token (longer whitespace runs, or one that ends where an added token starts, take the "\n" in).
+    The regex looks at no character before its match, so tail's pieces are the same after the "\n" as alone.
+    """
+    if head and not _visible(head[-1]):
+        return False
+    if not tail or _visible(tail[0]):
+        return True
+    return tail[0] == " " and len(tail) > 1 and _visible(tail[1]) and tail[1] not in added_starts
+
+
+def _ids(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[int]]:
+    if not texts:
+        return []
+    return tokenizer(texts, return_attention_mask=False, verbose=False)["input_ids"]
+
+
+def _safe_cut(text: str, start: int) -> int | None:
+    """The first position at or after `start` holding a space after a visible character, or None. For a
+    tokenizer that `splits_like_gpt2`, the tokens of text[:cut] are the first tokens of text: the regex ends
+    a piece at every such space (only whitespace joins whitespace, and it looks at no character behind
+    it), no (whitespace-free) added token spans it, and BPE never merges across pieces."""
+    cut = text.find(" ", max(start, 1))
+    while cut != -1 and not _visible(text[cut - 1]):
+        cut = text.find(" ", cut + 1)
+    return None if cut == -1 else cut
+
+
+def _leading_ids(tokenizer: PreTrainedTokenizerBase, texts: list[str], needs: list[int]) -> list[list[int]]:
+    """For each text, either all of its tokens or a prefix of them at least `needs[i]` long. Upstream
+    tokenized every text whole and threw away what truncation cut; a text of more than
+    `_CHARS_PER_TOKEN` characters per needed token is cut at a `_safe_cut` first, and tokenized whole only
+    when the cut part turns out to hold fewer tokens than needed."""
+    parts = []
+    for text, need in zip(texts, needs, strict=True):
+        budget = need * _CHARS_PER_TOKEN
+        cut = _safe_cut(text, budget) if len(text) > budget else None
+        parts.append(text if cut is None else text[:cut])
+    ids = _ids(tokenizer, parts)
+    redo = [i for i, part in enumerate(parts) if len(ids[i]) < needs[i] and len(part) < len(texts[i])]
+    for i, whole in zip(redo, _ids(tokenizer, [texts[i] for i in redo]), strict=True):
+        ids[i] = whole
+    return ids
+
+
+def _rows_by_parts(
+    tokenizer: PreTrainedTokenizerBase, prompts: list[str], tails: list[str], max_length: int, pad_id: int
+) -> tuple[list[list[int]], np.ndarray]:
+    """`_rows_in_three_calls`' values with each text tokenized once and no further than the row needs, for
+    a tokenizer that `splits_like_gpt2`: prompt + "\n" alone (its length is the prompt length; a prompt
+    only needs enough tokens to tell that it reaches half of max_length, and is then cut as upstream cut
+    it), the response + eos alone, and the row their ids end to end where `_joins_cleanly` holds; the few
+    rows where it does not are tokenized whole, as upstream did. Upstream tokenized every prompt twice."""
+    half = max_length // 2
+    heads = _leading_ids(tokenizer, [p + "\n" for p in prompts], [half] * len(prompts))
+    lengths = np.fromiter((len(ids) for ids in heads), dtype=np.int64, count=len(heads))
+    long_rows = np.flatnonzero(lengths >= half)
+    cut_prompts = list(prompts)
+    for i in long_rows:
+        cut_prompts[i] = prompts[i][: min(half, len(prompts[i]) // 2)]
+    for i, ids in zip(long_rows, _ids(tokenizer, [cut_prompts[i] + "\n" for i in long_rows]), strict=True):
+        heads[i] = ids
+        # Upstream counted the cut prompt truncated at half, leaving out pad tokens (pad = eos).
+        lengths[i] = sum(1 for token in ids[:half] if token != pad_id)
+    room = [max(0, max_length - len(head)) for head in heads]
+    tail_ids = _leading_ids(tokenizer, tails, room)
+    rows = [head[:max_length] + tail[:n] for head, tail, n in zip(heads, tail_ids, room, strict=True)]
+    added_starts = frozenset(t.content[0] for t in tokenizer.added_tokens_decoder.values() if t.content)
+    unclean = [i for i in range(len(rows)) if not _joins_cleanly(cut_prompts[i], tails[i], added_starts)]
+    if unclean:
+        texts = [cut_prompts[i] + "\n" + tails[i] for i in unclean]
+        whole = tokenizer(texts, max_length=max_length, truncation=True, return_attention_mask=False)
+        for i, ids in zip(unclean, whole["input_ids"], strict=True):
+            rows[i] = ids
+    return rows, lengths
+
+
 def encode_arrays(
     tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], responses: Sequence[str], max_length: int
 ) -> EncodedArrays:
-    """Whole batches in three batched tokenizer calls; the same values as `encode_pair` row by row."""
+    """Whole batches in a few batched tokenizer calls; the same values as `encode_pair` row by row.
+
+    A tokenizer that `splits_like_gpt2` (GPT-J's) tokenizes each prompt and each response once
+    (`_rows_by_parts`); any other, as upstream's rules read: prompts alone, then whole texts."""
     _check_max_length(max_length)
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
@@ -204,10 +334,9 @@ def encode_arrays(
     if not prompts:
         empty = np.zeros((0, max_length), dtype=np.int64)
         return EncodedArrays(empty, empty.copy(), empty.copy(), np.zeros(0, dtype=np.int64), [])
-    cut_prompts, prompt_lens = _prompt_lengths(tokenizer, list(prompts), max_length // 2, pad_id)
-    pairs = zip(cut_prompts, responses, strict=True)
-    texts = [p + "\n" + _rewrite_separators(r, eos) + eos for p, r in pairs]
-    rows = tokenizer(texts, max_length=max_length, truncation=True, return_attention_mask=False)["input_ids"]
+    tails = [_rewrite_separators(r, eos) + eos for r in responses]
+    encode = _rows_by_parts if splits_like_gpt2(tokenizer) else _rows_in_three_calls
+    rows, prompt_lens = encode(tokenizer, list(prompts), tails, max_length, pad_id)
     lengths = np.fromiter((len(ids) for ids in rows), dtype=np.int64, count=len(rows))
     input_ids = np.full((len(rows), max_length), pad_id, dtype=np.int64)
     for i, ids in enumerate(rows):
