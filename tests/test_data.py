@@ -260,29 +260,29 @@ def _edge_pairs() -> list[tuple[str, str]]:
 
 def _assert_batch_equals_pairs(
     tokenizer: PreTrainedTokenizerBase, pairs: list[tuple[str, str]], max_length: int
-) -> None:
+) -> dict[str, list[list[int]]]:
     batch = data.encode_batch(tokenizer, [p for p, _ in pairs], [r for _, r in pairs], max_length)
     for i, (prompt, response) in enumerate(pairs):
         one = data.encode_pair(tokenizer, prompt, response, max_length)
         assert {k: v[i] for k, v in batch.items()} == one, (
             f"row {i} differs: {prompt[-20:]!r} / {response[:20]!r}"
         )
+    return batch
 
 
 def test_realistic_rows_encode_as_upstream_with_the_real_tokenizer(
     gptj: PreTrainedTokenizerBase, realistic: list[dict[str, str]]
 ) -> None:
     pairs = [(r["prompt"], r["response"]) for r in realistic]
-    _assert_batch_equals_pairs(gptj, pairs, REAL_MAX_LENGTH)
+    batch = _assert_batch_equals_pairs(gptj, pairs, REAL_MAX_LENGTH)
     half = REAL_MAX_LENGTH // 2
-    heads = [len(ids) for ids in gptj([p + "\n" for p, _ in pairs])["input_ids"]]
-    rows = data.encode_arrays(gptj, [p for p, _ in pairs], [r for _, r in pairs], REAL_MAX_LENGTH)
+    heads = [len(ids) for ids in gptj([p + "\n" for p, _ in pairs], verbose=False)["input_ids"]]
     shapes = {
         "long prompts (cut)": sum(n >= half for n in heads),
         "long prompts decided from a cut text": sum(len(p) > 6 * half for p, _ in pairs),
         "empty prompts": sum(not p for p, _ in pairs),
         "separators": sum("</s> \n" in r for _, r in pairs),
-        "truncated rows": int((rows.attention_mask[:, -1] == 1).sum()),
+        "truncated rows": sum(mask[-1] == 1 for mask in batch["attention_mask"]),
         "responses cut before tokenizing": sum(len(r) > 6 * REAL_MAX_LENGTH for _, r in pairs),
         "fallback rows": sum(not data._joins_cleanly(p, r, frozenset("<")) for p, r in pairs),
     }
@@ -323,6 +323,26 @@ def test_a_clean_join_is_the_two_parts_tokens_end_to_end(
     assert all(j for c, j in zip(clean, joined, strict=True) if c)
     assert sum(not j for c, j in zip(clean, joined, strict=True) if not c) >= 10
     assert sum(clean[:1500]) > 0.9 * 1500  # realistic rows nearly all join cleanly
+
+
+def test_a_safe_cut_keeps_the_first_tokens(
+    gptj: PreTrainedTokenizerBase, realistic: list[dict[str, str]]
+) -> None:
+    """The claim a cut text stands on: the tokens of text[:cut] are the first tokens of text."""
+    texts = [r["response"] + EOS for r in realistic[:300]] + [p + r for p, r in _edge_pairs()]
+    texts += ["it's  a\u00a0b c\x1cd <|endoftext|> e\n\n f's ", "日本語 x  y" * 50]
+    parts = []
+    for text in texts:
+        for start in range(1, len(text), max(1, len(text) // 7)):
+            cut = data._safe_cut(text, start)
+            if cut is not None:
+                assert cut >= start
+                parts.append((text, text[:cut]))
+    whole = gptj([t for t, _ in parts], verbose=False)["input_ids"]
+    cut_ids = gptj([c for _, c in parts], verbose=False)["input_ids"]
+    assert len(parts) > 1500
+    for (text, part), ids, head in zip(parts, whole, cut_ids, strict=True):
+        assert ids[: len(head)] == head, (text[len(part) - 10 : len(part) + 10], len(part))
 
 
 def _variant(tiny: TinyAssets, change: str) -> PreTrainedTokenizerBase:
