@@ -97,7 +97,8 @@ def worker(rank: int, port: int, args: argparse.Namespace, model_dir: Path, rows
             model = AutoModelForCausalLM.from_pretrained(
                 model_dir, dtype=torch.float32, **({"attn_implementation": attention} if attention else {})
             )
-            ddp = torch.nn.parallel.DistributedDataParallel(model)
+            # As the loop runs it (`batching.forwards_vary`): no buffer broadcast in the forward.
+            ddp = torch.nn.parallel.DistributedDataParallel(model, broadcast_buffers=False)
             optimizer = torch.optim.AdamW(ddp.parameters(), lr=1e-4)
             batches = [collate(items) for items in micro]
             for n, batch in enumerate(batches):

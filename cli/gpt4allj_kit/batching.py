@@ -14,7 +14,9 @@ in the padding cells the model computes:
   own longest row (a multiple of 8). Each sub-batch's summed token losses are divided by the micro-batch's
   label-token count and added: the loss and its gradient are the padded micro-batch's, and there is still
   ONE backward per micro-batch (DeepSpeed's accumulation and loss scaling and DDP's gradient hooks see what
-  they see with faithful). The cut (`bucket_bounds`) minimises the cells computed plus `SUB_BATCH_CELLS` per
+  they see with faithful). The processes may then run different numbers of forwards, so DDP must not
+  broadcast buffers in its forward (`forwards_vary`: the loop turns that off; GPT-J's buffers are
+  constants). The cut (`bucket_bounds`) minimises the cells computed plus `SUB_BATCH_CELLS` per
   sub-batch (a forward's fixed cost, counted in cells). The activations of every sub-batch live until the
   backward; their cells never exceed the padded batch's, so neither does the memory.
 - **packed** (padding-free): the rows concatenated into one sequence ``[1, total]``, `position_ids`
@@ -192,6 +194,12 @@ def attention_for(padding: str, device_type: str) -> str | None:
     if device_type != "cuda":
         return "sdpa"
     return "flash_attention_2" if importlib.util.find_spec("flash_attn") is not None else "flex_attention"
+
+
+def forwards_vary(padding: str) -> bool:
+    """Whether the processes may run different numbers of forwards per micro-batch (bucketed's
+    sub-batches): nothing collective may then happen inside a forward (DDP's buffer broadcast)."""
+    return padding == "bucketed"
 
 
 def micro_batch_loss(model: Any, batch: dict[str, Any]) -> Any:

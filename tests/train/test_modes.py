@@ -1,7 +1,8 @@
 """Bucketed and packed training against faithful's, 2 CPU processes, fp32: the same rows per step, per-step
-losses within 1e-5 (relative), the same validations, and final weights allclose, under DDP (against the
-DDP reference run of conftest.py: multiple forwards then one synced backward per micro-batch) and under
-DeepSpeed ZeRO-2 with gradient accumulation 2 (its own accumulation and loss scaling)."""
+losses within 1e-5 (relative), the same validations, and final weights allclose, under DDP (every
+micro-batch synced: several forwards then one backward, processes running different numbers of forwards)
+and under DeepSpeed ZeRO-2 with gradient accumulation 2 (its own accumulation and loss scaling).
+max_length 256: long enough for bucketed to cut micro-batches into sub-batches (at 64 it never pays)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from gpt4allj_kit import batching, data
+from gpt4allj_kit.config import load_train_config
 from gpt4allj_kit.trace.records import read_trace
 from safetensors.torch import load_file
 
@@ -16,18 +19,53 @@ pytestmark = pytest.mark.slow
 
 MODES = ("bucketed", "packed")
 # fp32 (no autocast, no compile): differences can only come from the summation order of the losses.
-DEEPSPEED_FP32_SETS = {"gradient_accumulation_steps": 2, "log_grads_every": 2}
+SETS = {
+    "ddp": {"max_length": 256, "log_grads_every": 2},
+    "deepspeed": {"max_length": 256, "log_grads_every": 2, "gradient_accumulation_steps": 2},
+}
 
 
 @pytest.fixture(scope="module")
-def deepspeed_fp32_faithful(launch_train, tmp_path_factory):
-    run = launch_train(
-        tmp_path_factory.mktemp("ds-fp32") / "out",
-        deepspeed=True,
-        sets={**DEEPSPEED_FP32_SETS, "padding": "faithful"},
-    )
-    assert run.returncode == 0, run.log[-4000:]
-    return run
+def faithful_runs(launch_train, tmp_path_factory) -> dict:
+    """The faithful reference of each backend, launched when first asked for."""
+    runs: dict = {}
+
+    def get(backend: str):
+        if backend not in runs:
+            run = launch_train(
+                tmp_path_factory.mktemp(f"{backend}-faithful") / "out",
+                deepspeed=backend == "deepspeed",
+                sets={**SETS[backend], "padding": "faithful"},
+            )
+            assert run.returncode == 0, run.log[-4000:]
+            runs[backend] = run
+        return runs[backend]
+
+    return get
+
+
+def test_bucketed_processes_run_different_numbers_of_forwards(tiny, train_data) -> None:
+    """The runs below exercise the case that needs DDP's buffer broadcast off: in some step the two
+    processes' micro-batches (unshuffled: batch k to process k % 2) are cut into different numbers of
+    sub-batches."""
+    from transformers import AutoTokenizer
+
+    config = load_train_config(
+        None,
+        {"model_name": str(tiny.model_dir), "tokenizer_name": str(tiny.tokenizer_dir),
+         "dataset_path": str(train_data), "max_length": 256, "batch_size": 4, "num_proc": 1,
+         "output_dir": "unused"},
+    )  # fmt: skip
+    tokenizer = AutoTokenizer.from_pretrained(tiny.tokenizer_dir)
+    raw, _ = data.load_raw_dataset(str(train_data), revision="unused")
+    train = data.split_and_tokenize(raw, tokenizer, config).train
+    collate = batching.collator_for("bucketed", data.pad_token_id(tokenizer), 256)
+    counts = [
+        len(collate([train[j] for j in range(i, min(i + 4, len(train)))])[batching.SUB_BATCHES])
+        for i in range(0, len(train), 4)
+    ]
+    assert max(counts) > 1
+    assert any(a != b for a, b in zip(counts[0::2], counts[1::2], strict=False))
 
 
 def _assert_close_weights(a: Path, b: Path) -> None:
@@ -44,14 +82,12 @@ def _relative(a: float, b: float) -> float:
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("backend", ["ddp", "deepspeed"])
 def test_a_mode_trains_as_faithful(
-    backend: str, mode: str, request, launch_train, reference_sets, tmp_path: Path
+    backend: str, mode: str, faithful_runs, launch_train, tmp_path: Path
 ) -> None:
-    if backend == "ddp":
-        reference = request.getfixturevalue("ddp_reference")
-        run = launch_train(tmp_path / "out", deepspeed=False, sets={**reference_sets["ddp"], "padding": mode})
-    else:
-        reference = request.getfixturevalue("deepspeed_fp32_faithful")
-        run = launch_train(tmp_path / "out", deepspeed=True, sets={**DEEPSPEED_FP32_SETS, "padding": mode})
+    reference = faithful_runs(backend)
+    run = launch_train(
+        tmp_path / "out", deepspeed=backend == "deepspeed", sets={**SETS[backend], "padding": mode}
+    )
     assert run.returncode == 0, run.log[-4000:]
 
     ours, theirs = run.train_metrics(), reference.train_metrics()

@@ -153,12 +153,21 @@ def has_process_group() -> bool:
 def make_accelerator(config: TrainConfig) -> Any:
     import torch
     from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration, InitProcessGroupKwargs, ProjectConfiguration
+    from accelerate.utils import (
+        DataLoaderConfiguration,
+        DistributedDataParallelKwargs,
+        InitProcessGroupKwargs,
+        ProjectConfiguration,
+    )
 
-    handlers = []
+    handlers: list[Any] = []
     if not torch.cuda.is_available() and has_process_group():
         # DeepSpeed on CPU otherwise initialises a backend that fails its batch-size check; gloo works.
         handlers.append(InitProcessGroupKwargs(backend="gloo"))
+    if batching.forwards_vary(config.padding):
+        # DDP broadcasts the model's buffers (GPT-J's: constant rotary and mask tables) in every forward, a
+        # collective: processes running different numbers of sub-batch forwards would wait on each other.
+        handlers.append(DistributedDataParallelKwargs(broadcast_buffers=False))
     trackers = [name for name, on in (("wandb", config.wandb), ("tensorboard", config.tensorboard)) if on]
     return Accelerator(
         gradient_accumulation_steps=config.gradient_accumulation_steps,
