@@ -12,7 +12,7 @@ are the cells the model computes. On a CPU, packed runs sdpa with a dense block 
 length (exact, no work skipped); its speed comes on GPUs with flash-attention's varlen kernels or flex
 attention, which this benchmark does not measure.
 
-    .venv/bin/python benchmarks/bench_padding.py [--batch-size 4] [--steps 3] [--rounds 2] [--threads 1]
+    .venv/bin/python benchmarks/bench_padding.py [--batch-size 4] [--steps 2] [--rounds 2] [--threads 1]
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-length", type=int, default=1024)
     parser.add_argument("--batch-size", type=int, default=4, help="rows per micro-batch and process")
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per mode, round and process")
+    parser.add_argument("--steps", type=int, default=2, help="timed steps per mode, round and process")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--rows", type=int, default=400, help="realistic rows generated (a few are used)")
     parser.add_argument("--seed", type=int, default=1234)
