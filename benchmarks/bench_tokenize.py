@@ -39,7 +39,7 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
-from gpt4allj_kit import assets, data, paths
+from gpt4allj_kit import assets, batching, data, paths
 from gpt4allj_kit.recipe import VALIDATION_FRACTION
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
@@ -183,13 +183,10 @@ def padding_waste(
     train = raw.train_test_split(test_size=VALIDATION_FRACTION, seed=seed)["train"]
     arrays = data.encode_arrays(tokenizer, train["prompt"], train["response"], max_length)
     lengths = arrays.attention_mask.sum(axis=1)
-    collate = data.dynamic_padding_collator(data.pad_token_id(tokenizer))
     dynamic_cells = 0
     for start in range(0, len(lengths), batch_size):
-        here = range(start, min(start + batch_size, len(lengths)))
-        batch = [{"input_ids": arrays.input_ids[i], "attention_mask": arrays.attention_mask[i]} for i in here]
-        width = collate(batch)["input_ids"].shape[1]
-        dynamic_cells += width * len(batch)
+        here = lengths[start : start + batch_size]  # dynamic padding's width: the longest row, rounded to 8
+        dynamic_cells += batching.rounded_width(int(here.max()), max_length) * len(here)
     real = int(lengths.sum())
     return {
         "mean_row_tokens": float(lengths.mean()),

@@ -77,7 +77,11 @@ BAD_FILES = {
     "mistyped key": ({"num_epoch": 2}, "num_epoch", "did you mean 'num_epochs'"),
     "wrong type": ({"batch_size": "thirty-two"}, "batch_size", "integer"),
     "negative lr": ({"lr": -2.0e-5}, "lr", "greater than 0"),
-    "unknown padding mode": ({"padding": "ragged"}, "padding", "'faithful' or 'dynamic'"),
+    "unknown padding mode": (
+        {"padding": "ragged"},
+        "padding",
+        "'faithful', 'dynamic', 'bucketed' or 'packed'",
+    ),
     "literal CHANGE": ({"output_dir": "CHANGE"}, "output_dir", "required value is missing"),
     "placeholder in optional key": ({"wandb_entity": "<your entity>"}, "wandb_entity", "placeholder"),
     "hub push asked for": ({"save_name": "me/gptj"}, "save_name", "hf upload"),

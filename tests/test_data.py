@@ -1,4 +1,5 @@
-"""Data preparation: upstream's per-row semantics, the batched equivalent, loading, split, collators."""
+"""Data preparation: upstream's per-row semantics, the batched equivalent, loading, split, the stored rows
+(the collators that pad them: tests/test_batching.py)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from gpt4allj_kit import data
+from gpt4allj_kit import batching, data
 from gpt4allj_kit.assets import EOS, TinyAssets, realistic_rows, synthetic_rows
 from gpt4allj_kit.config import TrainConfig
 from gpt4allj_kit.errors import ConfigError
 from gpt4allj_kit.files import sha256_file
-from transformers import AutoTokenizer, PreTrainedTokenizerBase, default_data_collator
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 MAX_LENGTHS = (32, 128, 512)
 
@@ -61,6 +62,12 @@ def upstream_reference(
         "attention_mask": padded["attention_mask"].tolist(),
         "labels": labels.tolist(),
     }
+
+
+def padded_row(stored: dict, max_length: int, pad_token_id: int) -> dict[str, list[int]]:
+    """A stored (unpadded) row as upstream's padded lists (the faithful collator's padding)."""
+    batch = batching.padded([(stored["input_ids"], int(stored["masked"]))], max_length, pad_token_id)
+    return {k: v[0].tolist() for k, v in batch.items()}
 
 
 # --- encode_pair: the definition ---
@@ -616,14 +623,12 @@ def test_split_and_tokenize_is_upstreams_split_and_order(
     upstream = raw.train_test_split(test_size=0.05, seed=42)
     assert (len(splits.train), len(splits.validation)) == (2850, 150)
     for ours, theirs in ((splits.train, upstream["train"]), (splits.validation, upstream["test"])):
-        assert ours.column_names == ["input_ids", "attention_mask", "labels"]
+        assert ours.column_names == ["input_ids", "masked"]
         first = ours[0]
-        assert all(v.dtype == torch.int64 and v.shape == (128,) for v in first.values())
+        assert all(v.dtype == torch.int64 for v in first.values())
         for i in (0, 1, len(ours) // 2, len(ours) - 1):
             expected = data.encode_pair(tokenizer, theirs[i]["prompt"], theirs[i]["response"], 128)
-            assert {k: v.tolist() for k, v in ours[i].items()} == expected
-    batch = default_data_collator([splits.train[i] for i in range(4)])
-    assert batch["input_ids"].shape == (4, 128)
+            assert padded_row(ours[i], 128, data.pad_token_id(tokenizer)) == expected
 
 
 def test_empty_prompts_train_as_upstream_and_rows_with_nothing_to_learn_are_dropped(
@@ -648,10 +653,10 @@ def test_empty_prompts_train_as_upstream_and_rows_with_nothing_to_learn_are_drop
     for ours, theirs in ((splits.train, upstream["train"]), (splits.validation, upstream["test"])):
         kept = [row for row in theirs if row["response"]]
         assert len(ours) == len(kept)
-        assert ours.column_names == list(data.MODEL_COLUMNS)
+        assert ours.column_names == list(data.ROW_COLUMNS)
         for i, row in enumerate(kept):
             expected = data.encode_pair(tokenizer, row["prompt"], row["response"], 64)
-            assert {k: v.tolist() for k, v in ours[i].items()} == expected, i
+            assert padded_row(ours[i], 64, data.pad_token_id(tokenizer)) == expected, i
             if not row["prompt"]:
                 empty_prompt_seen = True
                 newline = len(tokenizer("\n")["input_ids"])  # upstream's prompt_len of an empty prompt
@@ -686,7 +691,8 @@ def test_worker_processes_give_the_same_rows_and_drop_the_same_rows(
     assert data.tokenize_processes(64, len(raw)) == min(2, data.available_cores())
     one = data.tokenize_dataset(raw, tokenizer, 64, num_proc=1)
     two = data.tokenize_dataset(raw, tokenizer, 64, num_proc=2)
-    assert one[:]["labels"].equal(two[:]["labels"]) and one[:]["input_ids"].equal(two[:]["input_ids"])
+    assert one[:]["masked"].equal(two[:]["masked"])
+    assert all(a.equal(b) for a, b in zip(one[:]["input_ids"], two[:]["input_ids"], strict=True))
 
     records = raw.to_list()
     records[2712]["response"] = ""
@@ -703,71 +709,3 @@ def test_tokenize_processes_caps() -> None:
     assert data.tokenize_processes(64, 10**6) == data.available_cores()
     assert data.tokenize_processes(1, 10**6) == 1
     assert data.tokenize_processes(64, 10**6, streaming=True) == 1
-
-
-# --- collators ---
-
-
-def _faithful_rows(tokenizer: PreTrainedTokenizerBase, pairs: list[tuple[str, str]], max_length: int) -> list:
-    return [
-        {k: torch.tensor(v) for k, v in data.encode_pair(tokenizer, p, r, max_length).items()}
-        for p, r in pairs
-    ]
-
-
-def test_dynamic_padding_trims_to_a_multiple_of_8(tokenizer: PreTrainedTokenizerBase) -> None:
-    pairs = [("What is kalo?", "Kalo is mi."), ("Why?", "Because ren tas vo zu pel dor qui sa ne.")]
-    rows = _faithful_rows(tokenizer, pairs, 100)
-    longest = max(int(r["attention_mask"].sum()) for r in rows)
-    batch = data.dynamic_padding_collator(tokenizer.eos_token_id)(rows)
-    width = -(-longest // 8) * 8
-    assert {k: tuple(v.shape) for k, v in batch.items()} == {k: (2, width) for k in rows[0]}
-    faithful = default_data_collator(rows)
-    for key in batch:
-        assert batch[key].equal(faithful[key][:, :width])
-        assert batch[key].dtype == torch.long
-    assert (faithful["attention_mask"][:, width:] == 0).all()
-
-
-def test_dynamic_padding_never_beyond_the_rows(tokenizer: PreTrainedTokenizerBase) -> None:
-    rows = _faithful_rows(tokenizer, [("Tell me", "kalo " * 200)], 60)  # full row, 60 is no multiple of 8
-    batch = data.dynamic_padding_collator(tokenizer.eos_token_id)(rows)
-    assert batch["input_ids"].shape == (1, 60)
-    unpadded = [
-        {"input_ids": [5, 6, 7], "attention_mask": [1, 1, 1], "labels": [-100, 6, 7]},
-        {"input_ids": [5], "attention_mask": [1], "labels": [5]},
-    ]
-    batch = data.dynamic_padding_collator(pad_token_id=0, multiple_of=2)(unpadded)
-    assert batch["input_ids"].tolist() == [[5, 6, 7], [5, 0, 0]]
-    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
-    assert batch["labels"].tolist() == [[-100, 6, 7], [5, -100, -100]]
-
-
-def test_dynamic_padding_loss_equals_faithful_loss(
-    tiny: TinyAssets, tokenizer: PreTrainedTokenizerBase
-) -> None:
-    from transformers import GPTJForCausalLM
-
-    model = GPTJForCausalLM.from_pretrained(tiny.model_dir, dtype=torch.float32).eval()
-    synthetic = synthetic_rows(seed=11, rows=16)
-    collate = data.dynamic_padding_collator(data.pad_token_id(tokenizer))
-    trimmed = 0
-    for start in range(0, 16, 8):
-        rows = _faithful_rows(
-            tokenizer, [(r["prompt"], r["response"]) for r in synthetic[start : start + 8]], 256
-        )
-        faithful, dynamic = default_data_collator(rows), collate(rows)
-        trimmed += 256 - dynamic["input_ids"].shape[1]
-        with torch.no_grad():
-            expected = model(**faithful).loss
-            got = model(**dynamic).loss
-        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
-    assert trimmed > 0
-
-
-def test_collator_for_padding_modes() -> None:
-    assert data.collator_for("faithful", 0) is default_data_collator
-    rows = [{"input_ids": [1, 2], "attention_mask": [1, 0], "labels": [1, -100]}]
-    assert data.collator_for("dynamic", 0)(rows)["input_ids"].shape == (1, 2)
-    with pytest.raises(ConfigError, match="padding 'packed'"):
-        data.collator_for("packed", 0)

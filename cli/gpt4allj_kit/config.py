@@ -10,7 +10,7 @@ import difflib
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -55,6 +55,10 @@ def _not_blank(value: str) -> str:
 Text = Annotated[str, AfterValidator(_not_blank)]
 # Seeds feed numpy and torch, which take 0 <= seed < 2**32.
 Seed = Annotated[int, Field(ge=0, lt=2**32)]
+# How a micro-batch's rows become what the model computes (batching.py): faithful pads every row to
+# max_length (upstream); the others compute the same loss on fewer padding cells.
+Padding = Literal["faithful", "dynamic", "bucketed", "packed"]
+PADDING_MODES: tuple[str, ...] = get_args(Padding)
 Count = Annotated[int, Field(ge=1)]
 
 
@@ -106,7 +110,7 @@ class TrainConfig(_Strict):
     # kit additions
     revision: Text = DEFAULT_REVISION
     model_revision: Text = "main"
-    padding: Literal["faithful", "dynamic"] = "faithful"
+    padding: Padding = "faithful"
     trust_remote_code: bool = False
     tensorboard: bool = False
     gradient_accumulation_steps: int = Field(1, ge=1)

@@ -9,6 +9,9 @@ Per row (`encode_pair` is the definition, `encode_batch` the fast equivalent, id
 - the input is ``prompt + "\\n" + response + eos``, truncated at ``max_length``; labels are the input ids with
   the first ``prompt_len`` positions set to -100; everything is right-padded to ``max_length`` (ids with the
   pad token, which is eos when the tokenizer has none; labels with -100; attention mask with 0);
+- the tokenized dataset stores each row unpadded (`ROW_COLUMNS`): its real ids and how many of its leading
+  positions are masked (label -100); labels, attention mask and padding are the collators' work
+  (`batching.py`), which rebuild upstream's padded rows exactly where a mode pads to ``max_length``;
 - an empty prompt is encoded like any other (``prompt_len`` counts the ``"\\n"``); a row that leaves fewer
   than two tokens to learn (an empty response leaves only the final eos) cannot be encoded as upstream
   did: upstream asserted that labels are not all -100 and raised when exactly one label was left.
@@ -27,7 +30,7 @@ import math
 import os
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,14 +43,15 @@ from gpt4allj_kit.recipe import VALIDATION_FRACTION
 
 if TYPE_CHECKING:
     import datasets
-    import torch
     from transformers import PreTrainedTokenizerBase
 
     from gpt4allj_kit.config import TrainConfig
 
 IGNORE_INDEX = -100
 REQUIRED_COLUMNS = ("prompt", "response")
-MODEL_COLUMNS = ("input_ids", "attention_mask", "labels")
+# A stored row: its real token ids (no padding) and how many leading positions have label -100.
+MASKED = "masked"
+ROW_COLUMNS = ("input_ids", MASKED)
 # Tokens a row leaves to learn after its prompt; upstream's data.py raised on rows with fewer than two
 # (all labels -100: an assertion; only the final eos: a bare `raise`), so the kit drops them instead.
 LEARNABLE = "learnable"
@@ -79,8 +83,9 @@ class UnlearnableRowError(ConfigError):
 
 @dataclass(frozen=True)
 class DatasetSplits:
-    """Tokenized train and validation sets in torch format (input_ids, attention_mask, labels), and which
-    row of the loaded data each of their rows is (`train_rows[i]`: the row behind `train[i]`)."""
+    """Tokenized train and validation sets in torch format (`ROW_COLUMNS`: unpadded ids and the masked
+    prompt length), and which row of the loaded data each of their rows is (`train_rows[i]`: the row
+    behind `train[i]`)."""
 
     train: datasets.Dataset
     validation: datasets.Dataset
@@ -728,8 +733,17 @@ def tokenize_processes(requested: int, rows: int, *, streaming: bool = False) ->
     return max(1, min(requested, available_cores(), math.ceil(rows / _ROWS_PER_PROCESS)))
 
 
+def unpadded_rows(arrays: EncodedArrays) -> tuple[list[np.ndarray], np.ndarray]:
+    """Each encoded row's real ids (int32, no padding) and its count of masked (label -100) positions."""
+    lengths = arrays.attention_mask.sum(axis=1)
+    labelled = (arrays.labels != IGNORE_INDEX).sum(axis=1)
+    values = arrays.input_ids[arrays.attention_mask.astype(bool)].astype(np.int32)
+    ids = np.split(values, np.cumsum(lengths)[:-1]) if len(lengths) else []
+    return ids, (lengths - labelled).astype(np.int32)
+
+
 class _BatchEncoder:
-    """datasets.map function: int32/int8 arrays (torch format yields int64) and each row's learnable count."""
+    """datasets.map function: each row unpadded (int32 ids, its masked count) and its learnable count."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, max_length: int) -> None:
         self.tokenizer = tokenizer
@@ -738,28 +752,24 @@ class _BatchEncoder:
         # hash of this module makes a kit update that changes the encoding re-tokenize instead.
         self.code_sha = sha256_file(Path(__file__))
 
-    def __call__(self, batch: dict[str, list[Any]]) -> dict[str, np.ndarray]:
+    def __call__(self, batch: dict[str, list[Any]]) -> dict[str, Any]:
         arrays = encode_arrays(self.tokenizer, batch["prompt"], batch["response"], self.max_length)
-        return {
-            "input_ids": arrays.input_ids.astype(np.int32),
-            "attention_mask": arrays.attention_mask.astype(np.int8),
-            "labels": arrays.labels.astype(np.int32),
-            LEARNABLE: arrays.learnable.astype(np.int32),
-        }
+        ids, masked = unpadded_rows(arrays)
+        return {"input_ids": ids, MASKED: masked, LEARNABLE: arrays.learnable.astype(np.int32)}
 
 
 def tokenize_dataset(
     raw: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, max_length: int, *, num_proc: int = 1
 ) -> datasets.Dataset:
-    """Every row of `raw` encoded, in torch format (the model's columns), with a `learnable` column: the
-    tokens each row leaves to learn (see `split_and_tokenize` for the rows with fewer than two)."""
+    """Every row of `raw` encoded and stored unpadded, in torch format (`ROW_COLUMNS`), with a `learnable`
+    column: the tokens each row leaves to learn (see `split_and_tokenize` for the rows with fewer than
+    two)."""
     import datasets
 
     features = datasets.Features(
         {
             "input_ids": datasets.List(datasets.Value("int32")),
-            "attention_mask": datasets.List(datasets.Value("int8")),
-            "labels": datasets.List(datasets.Value("int32")),
+            MASKED: datasets.Value("int32"),
             LEARNABLE: datasets.Value("int32"),
         }
     )
@@ -772,7 +782,7 @@ def tokenize_dataset(
         num_proc=processes if processes > 1 else None,
         desc="tokenizing",
     )
-    tokenized.set_format("torch", columns=list(MODEL_COLUMNS))
+    tokenized.set_format("torch", columns=list(ROW_COLUMNS))
     return tokenized
 
 
@@ -799,12 +809,12 @@ def _learnable(dataset: datasets.Dataset) -> np.ndarray:
 
 
 def _learnable_only(dataset: datasets.Dataset) -> tuple[datasets.Dataset, int]:
-    """The rows of a split that leave something to learn (in the split's order), the model's columns
-    only; and how many were left out."""
+    """The rows of a split that leave something to learn (in the split's order), the stored row's
+    columns only; and how many were left out."""
     keep = np.flatnonzero(_learnable(dataset) >= MIN_LEARNABLE)
     kept = dataset.select(keep) if keep.size < len(dataset) else dataset
     kept = kept.remove_columns(LEARNABLE)
-    kept.set_format("torch", columns=list(MODEL_COLUMNS))
+    kept.set_format("torch", columns=list(ROW_COLUMNS))
     return kept, len(dataset) - int(keep.size)
 
 
@@ -853,60 +863,3 @@ def split_and_tokenize(
     if (len(train_rows), len(validation_rows)) != (len(train), len(validation)):
         raise RuntimeError("split_rows disagrees with datasets' train_test_split (a datasets change?)")
     return DatasetSplits(train, validation, dropped, train_rows, validation_rows)
-
-
-# --- collators ---
-
-
-def dynamic_padding_collator(
-    pad_token_id: int, multiple_of: int = 8
-) -> Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]:
-    """Stacks rows and drops trailing columns that are padding in every row of the batch.
-
-    The batch keeps the longest row's length rounded up to `multiple_of` (never beyond the rows' own
-    length). Rows may come padded to max_length (faithful encoding) or unpadded; unpadded rows are
-    padded with `pad_token_id`, attention 0 and labels -100. The dropped columns carry label -100 and
-    attention 0 and lie after every real token, so a causal LM's loss is the same as on the full batch.
-    """
-    if multiple_of < 1:
-        raise ValueError(f"multiple_of must be >= 1, got {multiple_of}")
-
-    def collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        import torch
-
-        if not rows:
-            raise ValueError("cannot collate an empty batch")
-        fill = {"input_ids": pad_token_id, "attention_mask": 0, "labels": IGNORE_INDEX}
-        columns = [c for c in MODEL_COLUMNS if c in rows[0]]
-        tensors = {c: [torch.as_tensor(row[c], dtype=torch.long) for row in rows] for c in columns}
-        width = max(t.shape[0] for t in tensors["input_ids"])
-        real = [_real_length(tensors, i) for i in range(len(rows))]
-        keep = min(width, math.ceil(max(real) / multiple_of) * multiple_of)
-        batch: dict[str, torch.Tensor] = {}
-        for column, values in tensors.items():
-            out = torch.full((len(rows), keep), fill[column], dtype=torch.long)
-            for i, value in enumerate(values):
-                n = min(keep, value.shape[0])
-                out[i, :n] = value[:n]
-            batch[column] = out
-        return batch
-
-    def _real_length(tensors: dict[str, list[torch.Tensor]], i: int) -> int:
-        if "attention_mask" not in tensors:
-            # Without a mask, padding cannot be told from a real eos (pad = eos): keep every column.
-            return int(tensors["input_ids"][i].shape[0])
-        mask = tensors["attention_mask"][i].nonzero()
-        return int(mask[-1].item()) + 1 if mask.numel() else 0
-
-    return collate
-
-
-def collator_for(padding: str, pad_token_id: int) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
-    """The collator of a padding mode: faithful = transformers' default collator, dynamic = trimmed."""
-    if padding == "faithful":
-        from transformers import default_data_collator
-
-        return default_data_collator
-    if padding == "dynamic":
-        return dynamic_padding_collator(pad_token_id)
-    raise ConfigError(f"padding {padding!r}: expected 'faithful' or 'dynamic'")

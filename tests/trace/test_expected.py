@@ -1,5 +1,5 @@
 """The expected trace's parts against the training's own: the split (datasets' train_test_split), the
-rows with nothing to learn, the content digests the loop's loader gives (faithful and dynamic padding),
+rows with nothing to learn, the content digests the loop's loader gives (every padding mode),
 and the step records; and the comparison of two traces."""
 
 from __future__ import annotations
@@ -9,11 +9,12 @@ from pathlib import Path
 
 import datasets
 import pytest
-from gpt4allj_kit import data
+import torch
+from gpt4allj_kit import batching, data
 from gpt4allj_kit.assets import TinyAssets, synthetic_rows
-from gpt4allj_kit.config import TrainConfig
+from gpt4allj_kit.config import PADDING_MODES, TrainConfig
 from gpt4allj_kit.trace import expected
-from gpt4allj_kit.trace.capture import ROW_COLUMN, RowNumbered, StepRows, with_row_column
+from gpt4allj_kit.trace.capture import DIGEST_COLUMN, ROW_COLUMN, RowNumbered, StepRows, with_row_column
 from gpt4allj_kit.trace.layout import Layout
 from gpt4allj_kit.trace.records import StepRecord
 from torch.utils.data import DataLoader
@@ -64,7 +65,10 @@ def test_the_training_rows_are_named_by_their_row_in_the_data(
     for i in (0, 7, len(splits.train) - 1):
         row = raw[int(splits.train_rows[i])]
         encoded = data.encode_pair(tokenizer, row["prompt"], row["response"], 64)
-        assert splits.train[i]["input_ids"].tolist() == encoded["input_ids"]
+        assert (
+            splits.train[i]["input_ids"].tolist() == encoded["input_ids"][: len(splits.train[i]["input_ids"])]
+        )
+        assert encoded["attention_mask"].count(1) == len(splits.train[i]["input_ids"])
     counted = expected.from_counts(len(raw), 42, splits.dropped.rows, "counts")
     assert counted.rows.tolist() == splits.train_rows.tolist()
     full = expected.from_dataset(config)
@@ -72,31 +76,41 @@ def test_the_training_rows_are_named_by_their_row_in_the_data(
     assert len(full.digests) == len(splits.train)
 
 
-@pytest.mark.parametrize("padding", ["faithful", "dynamic"])
+@pytest.mark.parametrize("padding", PADDING_MODES)
 def test_the_loops_loader_gives_the_expected_digests(tiny: TinyAssets, tmp_path: Path, padding: str) -> None:
-    """Rows read through the loop's loader (row numbers carried by the dataset and collator wrappers, popped
-    before the model) digest as the expected trace digests them, whatever the padding."""
+    """Rows read through the loop's loader (row numbers and digests carried by the dataset and collator
+    wrappers, popped before the model) digest as the expected trace digests them, whatever the padding."""
     config = _config(tiny, tmp_path, tiny.jsonl, padding=padding)
     full = expected.from_dataset(config)
     raw, _ = data.load_raw_dataset(str(tiny.jsonl), revision="main")
     tokenizer = pytest.importorskip("transformers").AutoTokenizer.from_pretrained(tiny.tokenizer_dir)
     splits = data.split_and_tokenize(raw, tokenizer, config)
-    collate = with_row_column(data.collator_for(padding, data.pad_token_id(tokenizer)))
-    loader = DataLoader(RowNumbered(splits.train, splits.train_rows), batch_size=8, collate_fn=collate)
+    plain = batching.collator_for(padding, data.pad_token_id(tokenizer), config.max_length)
+    loader = DataLoader(
+        RowNumbered(splits.train, splits.train_rows), batch_size=8, collate_fn=with_row_column(plain)
+    )
     digest_of = dict(zip(full.rows.tolist(), full.digests, strict=True))
     step = StepRows()
     for n, batch in enumerate(loader):
-        step.add(batch.pop(ROW_COLUMN), batch)
-        assert set(batch) == set(data.MODEL_COLUMNS)  # what the model gets: its columns only
-        plain = data.collator_for(padding, data.pad_token_id(tokenizer))(
-            [splits.train[i] for i in range(8 * n, 8 * n + 8)]
-        )
-        assert all(batch[k].equal(plain[k]) for k in plain)  # the same tensors as without the row numbers
+        step.take(batch)
+        assert not {ROW_COLUMN, DIGEST_COLUMN} & set(batch)  # what the model gets: its columns only
+        alone = plain([splits.train[i] for i in range(8 * n, 8 * n + 8)])
+        assert _same_tensors(batch, alone)  # the same tensors as without the row numbers
         if n == 2:
             break
     entries = step.entries()
     assert len(entries) == 24
     assert all(digest_of[row] == digest for row, digest in entries)
+
+
+def _same_tensors(a: object, b: object) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_tensors(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same_tensors(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return a.equal(b)
+    return a == b
 
 
 def test_expected_steps_of_a_small_layout() -> None:

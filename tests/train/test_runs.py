@@ -127,7 +127,7 @@ def test_deepspeed_loss_is_not_divided_twice(deepspeed_reference, tiny, train_da
     DeepSpeed divides each micro-batch loss by the accumulation steps itself; a loop that divided too
     would log half this norm.
     """
-    from gpt4allj_kit import data
+    from gpt4allj_kit import batching, data
     from gpt4allj_kit.config import load_train_config
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -140,9 +140,10 @@ def test_deepspeed_loss_is_not_divided_twice(deepspeed_reference, tiny, train_da
     tokenizer = AutoTokenizer.from_pretrained(tiny.tokenizer_dir)
     raw, _ = data.load_raw_dataset(str(train_data), revision="unused")
     train = data.split_and_tokenize(raw, tokenizer, config).train
+    collate = batching.collator_for("faithful", data.pad_token_id(tokenizer), 64)
     model = AutoModelForCausalLM.from_pretrained(tiny.model_dir)
     # Unshuffled: micro-batches of 4 rows go to process 0, 1, 0, 1 over the first 16 rows.
-    losses = [model(**{k: v for k, v in train[i : i + 4].items()}).loss for i in range(0, 16, 4)]
+    losses = [model(**collate([train[j] for j in range(i, i + 4)])).loss for i in range(0, 16, 4)]
     torch.stack(losses).mean().backward()
     norm = torch.norm(torch.stack([p.grad.norm() for p in model.parameters() if p.grad is not None]))
     logged = deepspeed_reference.train_metrics()[0]["grad_norm"]

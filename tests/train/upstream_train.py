@@ -12,8 +12,10 @@ What upstream got from DeepSpeed (the documented launch) is done here without it
 AdamW with the JSON's betas/eps and weight decay 0 (torch's AdamW: the same update the kit runs on CPUs),
 DeepSpeed's own `WarmupLR` stepped once per optimizer step (as the engine steps it), gradient clipping 1.0
 (the JSON's `gradient_clipping`). The data are the kit's (`gpt4allj_kit.data`, tested row for row against
-upstream's data.py elsewhere). Only the records are written (main process, `upstream.jsonl`): which batch
-validated with which loss, which `step_N` would be saved, every batch's loss and learning rate.
+upstream's data.py elsewhere), stored unpadded and padded to max_length by the kit's faithful collator
+(tested equal to `default_data_collator` on upstream's padded rows). Only the records are written (main
+process, `upstream.jsonl`): which batch validated with which loss, which `step_N` would be saved, every
+batch's loss and learning rate.
 """
 
 from __future__ import annotations
@@ -26,10 +28,10 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from deepspeed.runtime.lr_schedules import WarmupLR
-from gpt4allj_kit import data
+from gpt4allj_kit import batching, data
 from gpt4allj_kit.config import load_train_config
 from torch.utils.data import DataLoader
-from transformers import AutoModelForCausalLM, AutoTokenizer, default_data_collator
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 
 def evaluate(accelerator: Accelerator, model: torch.nn.Module, loader: DataLoader) -> float:
@@ -57,6 +59,7 @@ def main() -> None:
     with accelerator.main_process_first():
         raw, _ = data.load_raw_dataset(config.dataset_path, revision=config.revision)
         splits = data.split_and_tokenize(raw, tokenizer, config)
+    default_data_collator = batching.collator_for("faithful", data.pad_token_id(tokenizer), config.max_length)
     train_dataloader = DataLoader(
         splits.train, collate_fn=default_data_collator, batch_size=config.batch_size
     )

@@ -33,7 +33,9 @@ def test_a_run_that_is_its_recipe_passes_every_rule_it_records(hand_made) -> Non
         ({"max_length": 64}, {"max-length"}),
         ({"num_epochs": 3}, {"epochs", "data-order-vs-recipe"}),
         ({"seed": 7}, {"seed"}),
-        ({"shuffle": True}, {"padding-and-order", "data-order-vs-recipe"}),
+        ({"shuffle": True}, {"order-and-weights", "data-order-vs-recipe"}),
+        ({"padding": "bucketed"}, set()),  # every padding mode is the recipe's numerics
+        ({"padding": "packed"}, set()),
         ({"batch_size": 4}, {"global-batch", "steps-per-epoch", "data-order-vs-recipe"}),
         ({"gradient_accumulation_steps": 2}, {"global-batch", "steps-per-epoch", "data-order-vs-recipe"}),
     ],

@@ -40,7 +40,12 @@ def train_cmd(
         bool, typer.Option("--lora", help="Train a LoRA adapter (peft) instead of all weights.")
     ] = False,
     padding: Annotated[
-        str | None, typer.Option("--padding", help="faithful (pad to max_length, default) or dynamic.")
+        str | None,
+        typer.Option(
+            "--padding",
+            help="faithful (pad to max_length, default), dynamic, bucketed or packed (same losses, "
+            "fewer padding cells; see README).",
+        ),
     ] = None,
     set_: SetOption = None,
     force: Annotated[
@@ -85,14 +90,15 @@ def train_cmd(
     The training stops when this command ends (Ctrl-C, a closed terminal, kill), resumable with
     --resume latest; --detach runs it in the background instead.
     """
+    from gpt4allj_kit.config import PADDING_MODES
     from gpt4allj_kit.errors import ConfigError
 
     if launcher not in ("local", "slurm", "accelerate"):
         raise ConfigError(f"--launcher {launcher!r}: expected local, slurm or accelerate")
     if launcher != "local" and detach:
         raise ConfigError(f"--detach runs a training here: not with --launcher {launcher}")
-    if padding is not None and padding not in ("faithful", "dynamic"):
-        raise ConfigError(f"--padding {padding!r}: expected faithful or dynamic")
+    if padding is not None and padding not in PADDING_MODES:
+        raise ConfigError(f"--padding {padding!r}: expected {', '.join(PADDING_MODES)}")
     from rich.table import Table
 
     from gpt4allj_kit.train import launch as train_launch

@@ -164,6 +164,9 @@ def manifest_facts(data: dict[str, Any]) -> list[tuple[str, str]]:
     for key in ("model", "revision", "sha", "label", "dtype", "profile"):
         if isinstance(data.get(key), str | int | float):
             facts.append((key, data[key]))
+    config = data.get("config") if isinstance(data.get("config"), dict) else {}
+    if data.get("stage") == "train":  # how the batches were computed (every mode: the recipe's loss)
+        facts += [("padding", config.get("padding")), ("attention", data.get("attention"))]
     return [(k, str(v)) for k, v in facts if v not in (None, "")]
 
 

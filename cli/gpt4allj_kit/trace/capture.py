@@ -2,9 +2,10 @@
 loader, and each optimizer step's rows and content digests are gathered from every process.
 
 The row number rides along as one more batch column (`ROW_COLUMN`), added by a thin dataset wrapper and
-stacked by a collator wrapper around the recipe's own collator, so the model's columns are built exactly
-as before; the loop pops it before `model(**batch)`. Nothing here draws random numbers or changes a
-tensor the model sees.
+stacked by a collator wrapper around the padding mode's own collator, which also adds each row's content
+digest (`DIGEST_COLUMN`), taken from the stored row before any padding, so it is the same in every mode;
+the model's columns are built exactly as before, and the loop pops both (`StepRows.take`) before the model
+sees the batch. Nothing here draws random numbers or changes a tensor the model sees.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from gpt4allj_kit.trace.records import row_digests
+from gpt4allj_kit.trace.records import DIGEST_BYTES, stored_row_digest
 
 ROW_COLUMN = "_kit_row"
+DIGEST_COLUMN = "_kit_digest"
 
 
 class RowNumbered:
@@ -43,14 +45,18 @@ class RowNumbered:
 def with_row_column(
     collate: Callable[[list[dict[str, Any]]], dict[str, Any]],
 ) -> Callable[..., dict[str, Any]]:
-    """`collate` on the model's columns; the row numbers added as a tensor column of their own."""
+    """`collate` on the stored rows' columns; the row numbers and the rows' digests (`uint8`, one row of
+    `DIGEST_BYTES` each) added as tensor columns of their own."""
 
     def collate_numbered(items: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
 
         rows = [item[ROW_COLUMN] for item in items]
-        batch = collate([{k: v for k, v in item.items() if k != ROW_COLUMN} for item in items])
+        stored = [{k: v for k, v in item.items() if k != ROW_COLUMN} for item in items]
+        digests = b"".join(stored_row_digest(np.asarray(i["input_ids"]), int(i["masked"])) for i in stored)
+        batch = collate(stored)
         batch[ROW_COLUMN] = torch.tensor(rows, dtype=torch.long)
+        batch[DIGEST_COLUMN] = torch.frombuffer(bytearray(digests), dtype=torch.uint8).view(-1, DIGEST_BYTES)
         return batch
 
     return collate_numbered
@@ -60,18 +66,18 @@ class StepRows:
     """The row numbers and content of this process's micro-batches of one optimizer step."""
 
     def __init__(self) -> None:
-        self.parts: list[tuple[Any, Any, Any, Any]] = []
+        self.parts: list[tuple[Any, Any]] = []
 
-    def add(self, rows: Any, batch: dict[str, Any]) -> None:
+    def take(self, batch: dict[str, Any]) -> None:
+        """Pops a micro-batch's row numbers and digests (the model never sees them)."""
         # Tensors are kept (not copied to the host) until the step ends, where the loop syncs anyway.
-        self.parts.append((rows, batch["input_ids"], batch["labels"], batch["attention_mask"]))
+        self.parts.append((batch.pop(ROW_COLUMN), batch.pop(DIGEST_COLUMN)))
 
     def entries(self) -> list[tuple[int, bytes]]:
         """(row, digest) of every row of the step in this process."""
         found: list[tuple[int, bytes]] = []
-        for rows, ids, labels, mask in self.parts:
-            digests = row_digests(ids.cpu().numpy(), labels.cpu().numpy(), mask.cpu().numpy())
-            found += zip(rows.cpu().tolist(), digests, strict=True)
+        for rows, digests in self.parts:
+            found += zip(rows.cpu().tolist(), (d.tobytes() for d in digests.cpu().numpy()), strict=True)
         return found
 
 

@@ -32,7 +32,7 @@ from gpt4allj_kit.trace.layout import (
     step_slices,
     steps_per_epoch,
 )
-from gpt4allj_kit.trace.records import StepRecord, batch_hash, encode_rows, record_line, row_digests
+from gpt4allj_kit.trace.records import StepRecord, batch_hash, encode_rows, record_line, stored_row_digest
 
 if TYPE_CHECKING:
     from gpt4allj_kit.config import TrainConfig
@@ -132,14 +132,17 @@ def from_dataset(config: TrainConfig) -> TrainRows:
 
 
 def split_digests(split: Any) -> list[bytes]:
-    """Each row's content digest, in the split's order."""
-    numeric = split.with_format("numpy", columns=list(data.MODEL_COLUMNS))
+    """Each row's content digest, in the split's order (from the stored rows, as the loader takes it)."""
+    table = split.with_format("arrow", columns=list(data.ROW_COLUMNS))
     digests: list[bytes] = []
-    for start in range(0, len(numeric), _HASH_CHUNK):
-        chunk = numeric[start : start + _HASH_CHUNK]
-        digests += row_digests(
-            np.stack(chunk["input_ids"]), np.stack(chunk["labels"]), np.stack(chunk["attention_mask"])
-        )
+    for start in range(0, len(table), _HASH_CHUNK):
+        chunk = table[start : start + _HASH_CHUNK]
+        ids = chunk.column("input_ids").combine_chunks()
+        values, offsets = ids.values.to_numpy(), ids.offsets.to_numpy()
+        masked = chunk.column(data.MASKED).to_numpy()
+        digests += [
+            stored_row_digest(values[offsets[i] : offsets[i + 1]], int(masked[i])) for i in range(len(masked))
+        ]
     return digests
 
 

@@ -9,8 +9,8 @@ fsyncs it; a line torn by a kill is the last one and readers skip it; a resume c
 resumed state, as it does `metrics.jsonl`.
 
 Content hash: each row's digest is BLAKE2b-128 of its real (non-padding) positions' token ids then labels,
-as int32 little-endian (the same under faithful and dynamic padding); a step's `batch_sha256` is the
-SHA-256 of its rows' digests, sorted, concatenated.
+as int32 little-endian (the same in every padding mode: it is taken from the stored, unpadded row); a
+step's `batch_sha256` is the SHA-256 of its rows' digests, sorted, concatenated.
 """
 
 from __future__ import annotations
@@ -64,17 +64,25 @@ def decode_rows(text: str) -> list[int]:
 # --- content ------------------------------------------------------------------------------------------
 
 
+def row_digest(ids: np.ndarray, labels: np.ndarray) -> bytes:
+    """One row's digest from its real positions' ids and labels (1-D, any integer type)."""
+    h = hashlib.blake2b(np.asarray(ids).astype("<i4", copy=False).tobytes(), digest_size=DIGEST_BYTES)
+    h.update(np.asarray(labels).astype("<i4", copy=False).tobytes())
+    return h.digest()
+
+
 def row_digests(input_ids: np.ndarray, labels: np.ndarray, attention_mask: np.ndarray) -> list[bytes]:
-    """Each row's digest (rows of 2-D arrays; real tokens are the attention mask's leading ones)."""
+    """Each padded row's digest (rows of 2-D arrays; real tokens are the attention mask's leading ones)."""
     lengths = np.asarray(attention_mask).sum(axis=1)
-    ids = np.asarray(input_ids).astype("<i4", copy=False)
-    marks = np.asarray(labels).astype("<i4", copy=False)
-    digests = []
-    for i, n in enumerate(lengths.tolist()):
-        h = hashlib.blake2b(ids[i, :n].tobytes(), digest_size=DIGEST_BYTES)
-        h.update(marks[i, :n].tobytes())
-        digests.append(h.digest())
-    return digests
+    ids, marks = np.asarray(input_ids), np.asarray(labels)
+    return [row_digest(ids[i, :n], marks[i, :n]) for i, n in enumerate(lengths.tolist())]
+
+
+def stored_row_digest(ids: np.ndarray, masked: int) -> bytes:
+    """The digest of a row as the tokenized dataset stores it: real ids, the first `masked` labels -100."""
+    labels = np.array(ids, dtype="<i4")
+    labels[:masked] = -100
+    return row_digest(ids, labels)
 
 
 def batch_hash(digests: Iterable[bytes]) -> str:

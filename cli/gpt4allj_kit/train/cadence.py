@@ -2,8 +2,10 @@
 
 Two cadences, chosen by the padding mode:
 
-- **upstream's** (`padding: faithful`, the default): upstream's train.py at a4e8616c counted micro-batches.
-  Per epoch, `for step, batch in enumerate(train_dataloader)`, after the batch:
+- **upstream's** (`padding: faithful`, the default, and `bucketed` and `packed`, which keep upstream's
+  micro-batches, so a batch index counts the same batches upstream's did): upstream's train.py at
+  a4e8616c counted micro-batches. Per epoch, `for step, batch in enumerate(train_dataloader)`, after the
+  batch:
   `if step > 0 and step % save_every == 0: save_state(f"step_{step + epoch * len(train_dataloader)}")` and
   `if step > 0 and (step % eval_every == 0 or step == len(train_dataloader) - 1): validate`.
   `step` is the 0-based batch index in the epoch, so with eval_every 500 validation follows batches 501,
@@ -28,8 +30,8 @@ if TYPE_CHECKING:
 
 
 def upstream_cadence(config: TrainConfig) -> bool:
-    """Whether a run follows upstream's batch-index cadence (faithful padding) or optimizer steps."""
-    return config.padding == "faithful"
+    """Whether a run follows upstream's batch-index cadence (every mode but dynamic) or optimizer steps."""
+    return config.padding != "dynamic"
 
 
 @dataclass(frozen=True)

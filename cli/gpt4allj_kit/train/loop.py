@@ -20,11 +20,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gpt4allj_kit import paths
+from gpt4allj_kit import batching, paths
 from gpt4allj_kit.config import TrainConfig, load_train_config
 from gpt4allj_kit.errors import KitError
 from gpt4allj_kit.redaction import redact
-from gpt4allj_kit.trace.capture import ROW_COLUMN, StepRows, gathered
+from gpt4allj_kit.trace.capture import StepRows, gathered
 from gpt4allj_kit.trace.records import batch_hash, encode_rows
 from gpt4allj_kit.train import checkpoint, optim, sources
 from gpt4allj_kit.train.cadence import Cadence
@@ -153,12 +153,21 @@ def has_process_group() -> bool:
 def make_accelerator(config: TrainConfig) -> Any:
     import torch
     from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration, InitProcessGroupKwargs, ProjectConfiguration
+    from accelerate.utils import (
+        DataLoaderConfiguration,
+        DistributedDataParallelKwargs,
+        InitProcessGroupKwargs,
+        ProjectConfiguration,
+    )
 
-    handlers = []
+    handlers: list[Any] = []
     if not torch.cuda.is_available() and has_process_group():
         # DeepSpeed on CPU otherwise initialises a backend that fails its batch-size check; gloo works.
         handlers.append(InitProcessGroupKwargs(backend="gloo"))
+    if batching.forwards_vary(config.padding):
+        # DDP broadcasts the model's buffers (GPT-J's: constant rotary and mask tables) in every forward, a
+        # collective: processes running different numbers of sub-batch forwards would wait on each other.
+        handlers.append(DistributedDataParallelKwargs(broadcast_buffers=False))
     trackers = [name for name, on in (("wandb", config.wandb), ("tensorboard", config.tensorboard)) if on]
     return Accelerator(
         gradient_accumulation_steps=config.gradient_accumulation_steps,
@@ -171,14 +180,16 @@ def make_accelerator(config: TrainConfig) -> Any:
     )
 
 
-def load_model(path: Path, config: TrainConfig) -> Any:
+def load_model(path: Path, config: TrainConfig, device_type: str = "cpu") -> Any:
     from transformers import AutoModelForCausalLM
 
+    attention = batching.attention_for(config.padding, device_type)
     model = AutoModelForCausalLM.from_pretrained(
         path,
         trust_remote_code=config.trust_remote_code,
         use_cache=not config.gradient_checkpointing,
         dtype="float32",  # master weights in fp32; mixed precision comes from the launcher
+        **({"attn_implementation": attention} if attention else {}),
     )
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
@@ -205,10 +216,9 @@ def make_loaders(splits: Any, config: TrainConfig, pad_token_id: int) -> tuple[A
     pops it before the model sees the batch)."""
     from torch.utils.data import DataLoader
 
-    from gpt4allj_kit import data
     from gpt4allj_kit.trace.capture import RowNumbered, with_row_column
 
-    collate = data.collator_for(config.padding, pad_token_id)
+    collate = batching.collator_for(config.padding, pad_token_id, config.max_length)
     train = DataLoader(
         RowNumbered(splits.train, splits.train_rows),
         batch_size=config.batch_size,
@@ -237,8 +247,9 @@ class StepMeter:
 
     def add(self, loss: Any, batch: dict[str, Any]) -> None:
         self.losses.append(loss.detach().float())
-        self.tokens += int(batch["input_ids"].numel())
-        self.nonpad_tokens += int(batch["attention_mask"].sum())
+        cells, real = batching.token_counts(batch)
+        self.tokens += cells
+        self.nonpad_tokens += real
 
 
 class MetricsLog:
@@ -315,7 +326,7 @@ def evaluate(accelerator: Any, model: Any, loader: Any) -> float:
     losses = []
     with torch.no_grad():
         for batch in loader:
-            loss = model(**batch).loss
+            loss = batching.micro_batch_loss(model, batch)
             losses.append(accelerator.gather(loss.detach().float().reshape(1)))
     model.train()
     return float(torch.cat(losses).mean()) if losses else float("nan")
@@ -482,7 +493,7 @@ def train(
         raw, info.assets["data"] = data.load_raw_dataset(config.dataset_path, revision=config.revision)
         splits = data.split_and_tokenize(raw, tokenizer, config)
         info.assets["data"]["dropped"] = splits.dropped.as_json()
-    model = load_model(model_path, config)
+    model = load_model(model_path, config, accelerator.device.type)
     train_loader, val_loader = make_loaders(splits, config, data.pad_token_id(tokenizer))
 
     ds_config = deepspeed_config(accelerator)
@@ -587,9 +598,9 @@ def train(
         window = skip  # the first batch of the accumulation window in progress
         epoch_end_state: str | None = None
         for index, batch in enumerate(batches, start=skip):
-            step_rows.add(batch.pop(ROW_COLUMN), batch)  # the model never sees the row numbers
+            step_rows.take(batch)  # the model never sees the row numbers and digests
             with accelerator.accumulate(model):
-                loss = model(**batch).loss
+                loss = batching.micro_batch_loss(model, batch)
                 meter.add(loss, batch)
                 lr = current_lr(optimizer)  # the rate this step uses; DeepSpeed steps inside backward
                 # accelerate divides by the accumulation steps (DeepSpeed's engine itself): never here.
@@ -705,6 +716,11 @@ def compiled(model: Any) -> bool:
     return bool(getattr(model, "is_compiled", False)) or type(model).__name__ == "OptimizedModule"
 
 
+def attention_of(model: Any) -> str | None:
+    """The attention implementation the model ran (the padding mode chooses it: `batching.attention_for`)."""
+    return getattr(getattr(model, "config", None), "_attn_implementation", None)
+
+
 def fetch_lock(config: TrainConfig) -> dict[str, Any] | None:
     """The run's fetch lock (`asset_lock`, else the checkout's), when there is one: its sha256 and assets."""
     from gpt4allj_kit.fetch.lock import read_lock
@@ -777,4 +793,5 @@ def write_run_manifest(
         saved_weights_dtype=next(iter(info.saved.values()), None),
         trace=paths.TRACE,
         data_layout=data_layout,
+        attention=attention_of(accelerator.unwrap_model(model)),
     )
