@@ -17,6 +17,8 @@ RESULTS = "results.json"  # evaluation: lm-eval's own results file, unchanged
 SUMMARY = "summary.json"  # evaluation: the kit's summary of it
 RUN_STATE = "run.json"  # reproduce: the state of every stage
 ATTRIBUTION = "attribution.json"  # compare: where the gap to the published table comes from
+# `train --burn-in`: its own folder inside the run's output_dir (never a resumable run), and its result.
+BURN_IN_DIR, BURN_IN = "burn-in", "burn_in.json"
 # A reproduce run directory: one folder per stage.
 DOCTOR_DIR, TRAIN_DIR, EVAL_DIR, COMPARE_DIR, REPORT_DIR = "doctor", "train", "eval", "compare", "report"
 # Evaluations in a run's eval/ besides its checkpoints: the published checkpoint of its revision, re-evaluated
@@ -45,6 +47,11 @@ def configs_dir() -> Path:
 
 def default_train_config() -> Path:
     return configs_dir() / "train" / "finetune_gptj.yaml"
+
+
+def peak_flops_table() -> Path:
+    """Devices' peak dense bf16 FLOP/s, for the burn-in's model FLOPs utilisation."""
+    return configs_dir() / "hardware" / "peak_flops.yaml"
 
 
 def default_deepspeed_config() -> Path:

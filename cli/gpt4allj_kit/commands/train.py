@@ -84,6 +84,14 @@ def train_cmd(
             "--force-new", help="Start afresh over an earlier training: it is moved to OUTPUT_DIR.previous-N."
         ),
     ] = False,
+    burn_in: Annotated[
+        int | None,
+        typer.Option(
+            "--burn-in",
+            metavar="N",
+            help="Time N optimizer steps of this launch (OUTPUT_DIR/burn-in/) and project the run's time.",
+        ),
+    ] = None,
 ) -> None:
     """Build the documented `accelerate launch ... train.py` command, check this machine, and run it.
 
@@ -99,6 +107,8 @@ def train_cmd(
         raise ConfigError(f"--detach runs a training here: not with --launcher {launcher}")
     if padding is not None and padding not in PADDING_MODES:
         raise ConfigError(f"--padding {padding!r}: expected {', '.join(PADDING_MODES)}")
+    if burn_in is not None:
+        _check_burn_in_options(launcher=launcher, dry_run=dry_run, detach=detach, force_new=force_new)
     from rich.table import Table
 
     from gpt4allj_kit.train import launch as train_launch
@@ -113,8 +123,12 @@ def train_cmd(
         lora=lora,
         padding=padding,
         sets=list(set_ or []),
+        burn_in=burn_in,
     )
     plan = train_launch.plan(request)
+    if burn_in is not None:
+        _burn_in_here(plan, force=force)
+        return
     if launcher != "local":
         _train_on_cluster(
             plan, launcher, nodes, partition, container_image, hostfile, main_process_ip, submit, force_new
@@ -153,6 +167,127 @@ def train_cmd(
         for reason in readiness.reasons:
             err_console.print(f"[yellow]preflight (forced):[/] {reason}", highlight=False, soft_wrap=True)
     _run_here(plan, detach=detach, force_new=force_new)
+
+
+def _check_burn_in_options(*, launcher: str, dry_run: bool, detach: bool, force_new: bool) -> None:
+    """The options a burn-in cannot take: it runs here, now, into a folder of its own."""
+    from gpt4allj_kit.errors import ConfigError
+
+    refused = [
+        name
+        for name, given in (
+            (f"--launcher {launcher}", launcher != "local"),
+            ("--dry-run", dry_run),
+            ("--detach", detach),
+            ("--force-new", force_new),
+        )
+        if given
+    ]
+    if refused:
+        raise ConfigError(f"--burn-in runs timed steps here, into a folder of its own: not with {refused[0]}")
+
+
+def _burn_in_here(plan: Any, *, force: bool) -> None:
+    """Runs the burn-in's launch (checked as a training's) and renders what it measured."""
+    from rich.markup import escape
+
+    from gpt4allj_kit.errors import EnvironmentNotReady
+    from gpt4allj_kit.train import burnin, lifecycle
+    from gpt4allj_kit.train import launch as train_launch
+
+    if (live := lifecycle.live_launch(plan.output_dir)) is not None:
+        raise EnvironmentNotReady(f"a burn-in into {plan.output_dir} is still running (pid {live.pid})")
+    _show_notes(plan.notes)
+    _show_notes(train_launch.check_inputs(plan).notes)
+    console.print(plan.shell(), highlight=False, soft_wrap=True, markup=False)
+    for reason in train_launch.preflight(plan, force=force).reasons:
+        err_console.print(f"[yellow]preflight (forced):[/] {reason}", highlight=False, soft_wrap=True)
+    burnin.prepare_folder(plan.output_dir)
+    result = lifecycle.follow(lifecycle.start(plan), _write_output)
+    if result.interrupted:
+        err_console.print("burn-in interrupted; nothing to resume: run it again", highlight=False)
+        raise typer.Exit(int(ExitCode.INTERRUPTED))
+    if code := result.returncode:
+        err_console.print(
+            f"[bold red]error:[/] the burn-in exited with code {code} (log: {escape(str(result.log_file))})",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(code)
+    _render_burn_in(burnin.read_result(plan.output_dir), plan.output_dir)
+
+
+def _render_burn_in(result: dict[str, Any], folder: Path) -> None:
+    """The burn-in's measurements as a table, then the run's projected time in one line."""
+    from rich.table import Table
+
+    throughput, steps, run = result["throughput"], result["step_seconds"], result["run"]
+    layout, mfu, evaluation, saves = result["layout"], result["mfu"], result["evaluation"], result["saves"]
+    table = Table(
+        title=f"burn-in: {result['timed_steps']} timed steps after {result['warmup_steps']} warm-up"
+    )
+    table.add_column("measure")
+    table.add_column("value")
+    rows = [
+        ("model", f"{result['model']['name']} ({result['model']['parameters']:,} parameters)"),
+        (
+            "layout",
+            f"{layout['num_processes']} processes x batch {layout['batch_size']} x accumulation "
+            f"{layout['gradient_accumulation_steps']}, max_length {layout['max_length']}, "
+            f"{layout['padding']} padding, precision {layout['mixed_precision']}",
+        ),
+        ("step time", f"mean {steps['mean']:.3f} s, median {steps['median']:.3f} s"),
+        ("tokens/s per device", f"{throughput['tokens_per_s_per_device']:,.0f}"),
+        ("non-pad tokens/s per device", f"{throughput['nonpad_tokens_per_s_per_device']:,.0f}"),
+        *((f"peak memory, process {d['process']} ({d['device']})", _memory(d)) for d in result["devices"]),
+        ("MFU (tokens computed)", _percent(mfu["tokens"], mfu)),
+        ("MFU (non-pad tokens)", _percent(mfu["nonpad_tokens"], mfu)),
+        ("validation pass", f"{evaluation['seconds_per_pass']:.2f} s ({evaluation['method']})"),
+        (
+            "one save",
+            f"state {saves['state_seconds']:.2f} s, weights {saves['weights_seconds']:.2f} s",
+        ),
+        (
+            "the run",
+            f"{run['steps']} optimizer steps, {run['evaluations']} validation passes, {run['state_saves']} "
+            f"step_N/ states, {run['weight_saves']} weight saves",
+        ),
+    ]
+    for measure, value in rows:
+        table.add_row(measure, value)
+    console.print(table)
+    if result.get("note"):
+        console.print(result["note"], highlight=False, markup=False)
+    projected = {key: _duration(value) for key, value in result["projection"].items() if key != "formula"}
+    console.print(
+        f"projected run: {projected['total_seconds']} = steps {projected['steps_seconds']} + validation "
+        f"{projected['evaluations_seconds']} + saves {projected['saves_seconds']} "
+        f"({folder / paths.BURN_IN})",
+        highlight=False,
+        soft_wrap=True,
+        markup=False,
+    )
+
+
+def _memory(device: dict[str, Any]) -> str:
+    peak = device["peak_with_evaluation_and_saves"]
+    if "allocated_bytes" in peak:
+        allocated, reserved = peak["allocated_bytes"] / 2**30, peak["reserved_bytes"] / 2**30
+        return f"{allocated:.1f} GiB allocated, {reserved:.1f} GiB reserved"
+    return f"{peak['rss_bytes'] / 2**30:.2f} GiB resident (process peak)"
+
+
+def _percent(value: Any, mfu: dict[str, Any]) -> str:
+    if not isinstance(value, int | float):
+        return f"unknown ({mfu['device']} has no peak in the table)"
+    return f"{value:.1%} of {mfu['peak_tflops']:g} TFLOP/s ({mfu['device']})"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes = seconds / 60
+    return f"{minutes:.1f} min" if minutes < 60 else f"{int(minutes // 60)} h {int(minutes % 60):02d} min"
 
 
 def _run_here(plan: Any, *, detach: bool, force_new: bool) -> None:

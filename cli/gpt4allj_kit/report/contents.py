@@ -44,6 +44,8 @@ class Metrics:
     train: list[tuple[float, float]] = field(default_factory=list)
     val: list[tuple[float, float]] = field(default_factory=list)
     lr: list[tuple[float, float]] = field(default_factory=list)
+    # (step, seconds of training so far) of each optimizer step's line: the burn-in's step times.
+    step_times: list[tuple[float, float]] = field(default_factory=list)
     epoch_starts: list[tuple[float, int]] = field(default_factory=list)
     lines: int = 0
     skipped: int = 0
@@ -120,6 +122,8 @@ def read_metrics(path: Path) -> Metrics:
             continue
         if (loss := _finite(row.get("train_loss"))) is not None:
             series.train.append((step, loss))
+            if (seconds := _finite(row.get("time"))) is not None:
+                series.step_times.append((step, seconds))
         if (val := _finite(row.get("val_loss"))) is not None:
             series.val.append((step, val))
         if (lr := _finite(row.get("lr"))) is not None:

@@ -21,6 +21,7 @@ from gpt4allj_kit import paths
 from gpt4allj_kit.config import (
     LaunchConfig,
     Profile,
+    Requirements,
     TrainConfig,
     load_profile,
     load_train_config,
@@ -35,7 +36,7 @@ from gpt4allj_kit.files import atomic_write_text, read_json_object
 from gpt4allj_kit.recipe import REFERENCE_GLOBAL_BATCH, VALIDATION_FRACTION
 from gpt4allj_kit.trace.layout import LAYOUT_FILE, Layout, LayoutComparison, compare_layouts
 from gpt4allj_kit.trace.layout import steps_per_epoch as layout_steps_per_epoch
-from gpt4allj_kit.train import cadence, optim
+from gpt4allj_kit.train import burnin, cadence, optim
 from gpt4allj_kit.train.checkpoint import resolve_resume
 
 if TYPE_CHECKING:
@@ -253,6 +254,8 @@ class TrainRequest:
     lora: bool = False
     padding: str | None = None
     sets: list[str] = field(default_factory=list)
+    # `--burn-in N`: N timed optimizer steps of this launch into OUTPUT_DIR/burn-in/ (train/burnin.py).
+    burn_in: int | None = None
     # Typed overrides from a caller (reproduce's run dir), applied over `sets`.
     overrides: dict[str, Any] = field(default_factory=dict)
 
@@ -347,6 +350,20 @@ def _layout_check(
     return check
 
 
+def _check_burn_in_length(burn_in: int, hyper: Hyperparameters, notes: list[str]) -> None:
+    steps = burnin.steps_to_run(burn_in)
+    if hyper.total_steps is not None and hyper.total_steps < steps:
+        raise ConfigError(
+            f"--burn-in {burn_in}: the run has {hyper.total_steps} optimizer steps, fewer than the "
+            f"{burnin.WARMUP_STEPS} warm-up and {burn_in} timed ones: give at most "
+            f"{hyper.total_steps - burnin.WARMUP_STEPS}"
+        )
+    notes.append(
+        f"burn-in: {burnin.WARMUP_STEPS} untimed warm-up and {burn_in} timed optimizer steps of this launch, "
+        "then one validation pass and one save of each kind timed; no validation or save inside the steps"
+    )
+
+
 def _accumulation_for_global_batch(config: TrainConfig, num_processes: int, notes: list[str]) -> int:
     """The gradient accumulation that keeps the published global batch (`--keep-global-batch`)."""
     per_step = config.batch_size * num_processes
@@ -376,11 +393,46 @@ def _resume_state(request: TrainRequest, config: TrainConfig, output_dir: Path, 
     return str(resolve_resume(target, output_dir, given_as=given_as).resolve())
 
 
+def _burn_in_profile(profile: Profile, burn_in: int | None, notes: list[str]) -> Profile:
+    """The profile a burn-in runs: without CUDA, the kit's tiny assets on CPU processes (GPT-J's steps on a
+    CPU would take hours and predict nothing), with the tiny run's needs instead of the GPU run's."""
+    if burn_in is None:
+        return profile
+    if burn_in < 1:
+        raise ConfigError(f"--burn-in {burn_in}: must be at least 1 (timed optimizer steps)")
+    if profile.assets == "tiny" or detected_gpus():
+        return profile
+    notes.append(
+        "--burn-in without a GPU: the kit's tiny GPT-J, tokenizer and data on CPU processes, in the "
+        f"profile's launch otherwise ({burnin.CPU_NOTE})"
+    )
+    return profile.model_copy(
+        update={
+            "assets": "tiny",
+            "launch": profile.launch.model_copy(update={"cpu": True}),
+            "requirements": Requirements(),
+        }
+    )
+
+
+def _burn_in_sets(request: TrainRequest, config: TrainConfig, output_dir: Path, sets: dict[str, Any]) -> Path:
+    """A burn-in's changes to the run's config (`sets`, in place): its own folder, no resume, no W&B run;
+    returns that folder."""
+    if request.resume or config.checkpoint:
+        given_as = "--resume" if request.resume else "the config's checkpoint"
+        raise ConfigError(f"--burn-in measures a fresh start of the run: not with {given_as}")
+    folder = burnin.folder_of(output_dir)
+    sets["output_dir"] = str(folder)
+    sets["checkpoint"] = None
+    sets["wandb"] = False  # a burn-in would otherwise open a run in the user's W&B project
+    return folder
+
+
 def plan(request: TrainRequest, *, cwd: Path | None = None) -> LaunchPlan:
     """The validated command for `request`; every config problem is a one-line ConfigError here."""
-    profile = load_profile(request.profile)
-    launch = profile.launch
     notes: list[str] = []
+    profile = _burn_in_profile(load_profile(request.profile), request.burn_in, notes)
+    launch = profile.launch
     base: dict[str, Any] = dict(profile.train)
     base_source = str(profile_file(request.profile))
     if profile.assets == "tiny":
@@ -413,7 +465,10 @@ def plan(request: TrainRequest, *, cwd: Path | None = None) -> LaunchPlan:
     cwd = cwd or Path.cwd()
     output_dir = cwd / Path(config.output_dir).expanduser()
     sets["output_dir"] = str(output_dir)
-    sets["checkpoint"] = _resume_state(request, config, output_dir, cwd)
+    if request.burn_in is not None:
+        output_dir = _burn_in_sets(request, config, output_dir, sets)
+    else:
+        sets["checkpoint"] = _resume_state(request, config, output_dir, cwd)
     config = load_train_config(config_path, sets, base_overrides=base, base_source=base_source)
     if optim.uses_deepspeed_scheduler(ds_config) and config.warmup_steps < 1:
         raise ConfigError(
@@ -422,6 +477,9 @@ def plan(request: TrainRequest, *, cwd: Path | None = None) -> LaunchPlan:
 
     train_args = ["--config", str(output_dir / CONFIG_FILE)]
     hyper = hyperparameters(config, launch, ds_config, num_processes)
+    if request.burn_in is not None:
+        train_args += ["--burn-in", str(request.burn_in)]
+        _check_burn_in_length(request.burn_in, hyper, notes)
     reference = recipe_layout(profile)
     layout_check = _layout_check(reference, config, hyper, notes)
     if (

@@ -26,7 +26,7 @@ from gpt4allj_kit.errors import KitError
 from gpt4allj_kit.redaction import redact
 from gpt4allj_kit.trace.capture import StepRows, gathered
 from gpt4allj_kit.trace.records import batch_hash, encode_rows
-from gpt4allj_kit.train import checkpoint, optim, sources
+from gpt4allj_kit.train import burnin, checkpoint, optim, sources
 from gpt4allj_kit.train.cadence import Cadence
 from gpt4allj_kit.train.checkpoint import TrainerState
 
@@ -48,6 +48,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         const="latest",
         default=None,
         help="'latest' or a step_N/ directory (over the config's `checkpoint`)",
+    )
+    parser.add_argument(
+        "--burn-in",
+        type=int,
+        default=None,
+        metavar="N",
+        help="time N optimizer steps after the warm-up ones, then write burn_in.json (train/burnin.py)",
     )
     return parser.parse_args(argv)
 
@@ -82,7 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_train_config(args.config, args.set)
         train(
-            config, resume=args.resume, command=[sys.argv[0], *(argv if argv is not None else sys.argv[1:])]
+            config,
+            resume=args.resume,
+            command=[sys.argv[0], *(argv if argv is not None else sys.argv[1:])],
+            burn_in=args.burn_in,
         )
     except KitError as exc:
         print(f"error: {redact(exc.message)}", file=sys.stderr, flush=True)  # into reproduce's launch.log
@@ -468,8 +478,14 @@ class RunInfo:
 
 
 def train(
-    config: TrainConfig, *, resume: str | None = None, command: list[str] | None = None
+    config: TrainConfig,
+    *,
+    resume: str | None = None,
+    command: list[str] | None = None,
+    burn_in: int | None = None,
 ) -> TrainerState:
+    """The run; with `burn_in`, its first `burnin.steps_to_run(burn_in)` steps only, with no validation
+    or save inside the loop, then `burnin.finish` (burn_in.json) instead of the final weights."""
     import torch
     from accelerate.utils import set_seed
 
@@ -566,6 +582,8 @@ def train(
     )
     if launch is not None:
         trace.write(launch)
+    if burn_in is not None:  # after the launch record, which keeps the whole run's count
+        total_steps = min(total_steps, burnin.steps_to_run(burn_in))
     kill_after = int(os.environ.get(KILL_AFTER_STEP_ENV, "0") or 0)
     clock = time.perf_counter()
     elapsed_before = state.train_seconds
@@ -576,7 +594,7 @@ def train(
         accelerator.log(tracker_scalars(record), step=state.step)
 
     model.train()
-    cadence = Cadence.of(config, len(train_loader))
+    cadence = (burnin.Unscheduled if burn_in is not None else Cadence).of(config, len(train_loader))
 
     def validate(epoch: int, index: int, *, epoch_end: bool = False) -> None:
         # `epoch` of a record: the epoch in progress; at an epoch's end, the epochs done.
@@ -683,12 +701,30 @@ def train(
             if cadence.validates_at_epoch_end():
                 validate(epoch, len(train_loader) - 1, epoch_end=True)
             target = output_dir / f"epoch_{epoch + 1}"
-            info.saved[target.name] = checkpoint.save_weights(accelerator, model, tokenizer, target)
+            if burn_in is None:
+                info.saved[target.name] = checkpoint.save_weights(accelerator, model, tokenizer, target)
             if epoch_end_state is not None:
                 checkpoint.save_state(accelerator, output_dir / epoch_end_state, state)
         elif state.step >= total_steps:
             break
 
+    if burn_in is not None:
+        burnin.finish(
+            accelerator,
+            model,
+            tokenizer,
+            val_loader,
+            state,
+            config,
+            burn_in=burn_in,
+            train_rows=len(splits.train),
+            started=started,
+            command=command or sys.argv,
+            assets=info.assets,
+        )
+        accelerator.wait_for_everyone()
+        accelerator.end_training()
+        return state
     final = output_dir / "final"
     info.saved[final.name] = checkpoint.save_weights(accelerator, model, tokenizer, final)
     if accelerator.is_main_process:
