@@ -27,6 +27,11 @@ OTHER_MEANINGS = {
     "validation fraction": (
         re.compile(r"^ALPHA = 0\.05$"),  # compare/paired.py: the paired tests' significance level
         re.compile(r"^ROUNDING = 0\.05$"),  # published.py: half the published tables' last digit
+        re.compile(r"^if self\.uniform\(\) < 0\.05:$"),  # assets.py: realistic rows' share of unicode words
+    ),
+    "global batch": (
+        re.compile(r"^width=256,$"),  # assets.py: the real-vocabulary tiny GPT-J's hidden width
+        re.compile(r"^SUB_BATCH_CELLS = 256$"),  # batching.py: a bucketed sub-batch's cost in cells
     ),
 }
 
