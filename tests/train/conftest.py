@@ -13,6 +13,7 @@ import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from gpt4allj_kit import paths
@@ -44,6 +45,27 @@ class Run:
 
     def manifest(self) -> dict:
         return json.loads((self.output_dir / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def tiny_train_split(tiny: TinyAssets, train_data: Path) -> Any:
+    """(tokenizer, training split) at a max_length, of the tiny world's data as the training makes them."""
+    return lambda max_length: _tiny_train_split(tiny, train_data, max_length)
+
+
+def _tiny_train_split(tiny: TinyAssets, train_data: Path, max_length: int) -> tuple[Any, Any]:
+    from gpt4allj_kit import data
+    from transformers import AutoTokenizer
+
+    config = load_train_config(
+        None,
+        {"model_name": str(tiny.model_dir), "tokenizer_name": str(tiny.tokenizer_dir),
+         "dataset_path": str(train_data), "max_length": max_length, "batch_size": 4, "num_proc": 1,
+         "output_dir": "unused"},
+    )  # fmt: skip
+    tokenizer = AutoTokenizer.from_pretrained(tiny.tokenizer_dir)
+    raw, _ = data.load_raw_dataset(str(train_data), revision="unused")
+    return tokenizer, data.split_and_tokenize(raw, tokenizer, config).train
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 from gpt4allj_kit import batching, data
-from gpt4allj_kit.config import load_train_config
 from gpt4allj_kit.trace.records import read_trace
 from safetensors.torch import load_file
 
@@ -44,21 +43,11 @@ def faithful_runs(launch_train, tmp_path_factory) -> dict:
     return get
 
 
-def test_bucketed_processes_run_different_numbers_of_forwards(tiny, train_data) -> None:
+def test_bucketed_processes_run_different_numbers_of_forwards(tiny_train_split) -> None:
     """The runs below exercise the case that needs DDP's buffer broadcast off: in some step the two
     processes' micro-batches (unshuffled: batch k to process k % 2) are cut into different numbers of
     sub-batches."""
-    from transformers import AutoTokenizer
-
-    config = load_train_config(
-        None,
-        {"model_name": str(tiny.model_dir), "tokenizer_name": str(tiny.tokenizer_dir),
-         "dataset_path": str(train_data), "max_length": 256, "batch_size": 4, "num_proc": 1,
-         "output_dir": "unused"},
-    )  # fmt: skip
-    tokenizer = AutoTokenizer.from_pretrained(tiny.tokenizer_dir)
-    raw, _ = data.load_raw_dataset(str(train_data), revision="unused")
-    train = data.split_and_tokenize(raw, tokenizer, config).train
+    tokenizer, train = tiny_train_split(256)
     collate = batching.collator_for("bucketed", data.pad_token_id(tokenizer), 256)
     counts = [
         len(collate([train[j] for j in range(i, min(i + 4, len(train)))])[batching.SUB_BATCHES])

@@ -121,25 +121,16 @@ def test_accumulation_keeps_upstreams_validations_and_ends_windows_before_saving
     ]
 
 
-def test_deepspeed_loss_is_not_divided_twice(deepspeed_reference, tiny, train_data) -> None:
+def test_deepspeed_loss_is_not_divided_twice(deepspeed_reference, tiny, tiny_train_split) -> None:
     """Step 1's gradient norm equals the norm of the mean loss of its 4 micro-batches, computed here.
 
     DeepSpeed divides each micro-batch loss by the accumulation steps itself; a loop that divided too
     would log half this norm.
     """
     from gpt4allj_kit import batching, data
-    from gpt4allj_kit.config import load_train_config
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    config = load_train_config(
-        None,
-        {"model_name": str(tiny.model_dir), "tokenizer_name": str(tiny.tokenizer_dir),
-         "dataset_path": str(train_data), "max_length": 64, "batch_size": 4, "num_proc": 1,
-         "output_dir": "unused"},
-    )  # fmt: skip
-    tokenizer = AutoTokenizer.from_pretrained(tiny.tokenizer_dir)
-    raw, _ = data.load_raw_dataset(str(train_data), revision="unused")
-    train = data.split_and_tokenize(raw, tokenizer, config).train
+    tokenizer, train = tiny_train_split(64)
     collate = batching.collator_for("faithful", data.pad_token_id(tokenizer), 64)
     model = AutoModelForCausalLM.from_pretrained(tiny.model_dir)
     # Unshuffled: micro-batches of 4 rows go to process 0, 1, 0, 1 over the first 16 rows.

@@ -189,7 +189,6 @@ def _check_burn_in_options(*, launcher: str, dry_run: bool, detach: bool, force_
 
 def _burn_in_here(plan: Any, *, force: bool) -> None:
     """Runs the burn-in's launch (checked as a training's) and renders what it measured."""
-    from rich.markup import escape
 
     from gpt4allj_kit.errors import EnvironmentNotReady
     from gpt4allj_kit.train import burnin, lifecycle
@@ -207,13 +206,7 @@ def _burn_in_here(plan: Any, *, force: bool) -> None:
     if result.interrupted:
         err_console.print("burn-in interrupted; nothing to resume: run it again", highlight=False)
         raise typer.Exit(int(ExitCode.INTERRUPTED))
-    if code := result.returncode:
-        err_console.print(
-            f"[bold red]error:[/] the burn-in exited with code {code} (log: {escape(str(result.log_file))})",
-            highlight=False,
-            soft_wrap=True,
-        )
-        raise typer.Exit(code)
+    _exit_if_failed(result, "the burn-in")
     _render_burn_in(burnin.read_result(plan.output_dir), plan.output_dir)
 
 
@@ -363,7 +356,6 @@ def resume_command(argv: list[str], *, fresh: bool = False) -> str:
 
 def _render(result: Any, *, attached: bool) -> None:
     """The one line that ends a followed training, and its exit code."""
-    from rich.markup import escape
 
     at = f"at step {result.last_step}" if result.last_step is not None else "before its first step"
     if result.interrupted and attached:
@@ -384,13 +376,7 @@ def _render(result: Any, *, attached: bool) -> None:
         )
         err_console.print(f"interrupted {at}; {then}", highlight=False, soft_wrap=True, markup=False)
         raise typer.Exit(int(ExitCode.INTERRUPTED))
-    if code := result.returncode:
-        err_console.print(
-            f"[bold red]error:[/] training exited with code {code} (log: {escape(str(result.log_file))})",
-            highlight=False,
-            soft_wrap=True,
-        )
-        raise typer.Exit(code)
+    _exit_if_failed(result, "training")
     console.print(f"training done: {result.output_dir} (last step {result.last_step})")
 
 
@@ -449,3 +435,16 @@ def _train_on_cluster(
     for argv in written.host_commands:
         console.print(cluster.shell_command(argv), highlight=False, soft_wrap=True, markup=False)
     console.print(f"per-host script: {written.script}")
+
+
+def _exit_if_failed(result: Any, what: str) -> None:
+    """A launch that ended with a non-zero code: one line naming its log, and the same exit code."""
+    from rich.markup import escape
+
+    if code := result.returncode:
+        err_console.print(
+            f"[bold red]error:[/] {what} exited with code {code} (log: {escape(str(result.log_file))})",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(code)
