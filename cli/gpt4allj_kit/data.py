@@ -324,10 +324,11 @@ def _rows_by_parts(
     return rows, lengths
 
 
-def encode_arrays(
+def encoded_rows(
     tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], responses: Sequence[str], max_length: int
-) -> EncodedArrays:
-    """Whole batches in a few batched tokenizer calls; the same values as `encode_pair` row by row.
+) -> tuple[list[list[int]], np.ndarray]:
+    """Each row's real ids (truncated at max_length, no padding) and its prompt length, in a few batched
+    tokenizer calls; the same values as `encode_pair` row by row.
 
     A tokenizer that `splits_like_gpt2` (GPT-J's) tokenizes each prompt and each response once
     (`_rows_by_parts`); any other, as upstream's rules read: prompts alone, then whole texts."""
@@ -337,11 +338,21 @@ def encode_arrays(
     eos = eos_token(tokenizer)
     pad_id = pad_token_id(tokenizer)
     if not prompts:
-        empty = np.zeros((0, max_length), dtype=np.int64)
-        return EncodedArrays(empty, empty.copy(), empty.copy(), np.zeros(0, dtype=np.int64), [])
+        return [], np.zeros(0, dtype=np.int64)
     tails = [_rewrite_separators(r, eos) + eos for r in responses]
     encode = _rows_by_parts if splits_like_gpt2(tokenizer) else _rows_in_three_calls
-    rows, prompt_lens = encode(tokenizer, list(prompts), tails, max_length, pad_id)
+    return encode(tokenizer, list(prompts), tails, max_length, pad_id)
+
+
+def encode_arrays(
+    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], responses: Sequence[str], max_length: int
+) -> EncodedArrays:
+    """`encoded_rows` padded to max_length as upstream's rows were, with labels and attention mask."""
+    rows, prompt_lens = encoded_rows(tokenizer, prompts, responses, max_length)
+    pad_id = pad_token_id(tokenizer)
+    if not rows:
+        empty = np.zeros((0, max_length), dtype=np.int64)
+        return EncodedArrays(empty, empty.copy(), empty.copy(), np.zeros(0, dtype=np.int64), [])
     lengths = np.fromiter((len(ids) for ids in rows), dtype=np.int64, count=len(rows))
     input_ids = np.full((len(rows), max_length), pad_id, dtype=np.int64)
     for i, ids in enumerate(rows):
@@ -733,15 +744,6 @@ def tokenize_processes(requested: int, rows: int, *, streaming: bool = False) ->
     return max(1, min(requested, available_cores(), math.ceil(rows / _ROWS_PER_PROCESS)))
 
 
-def unpadded_rows(arrays: EncodedArrays) -> tuple[list[np.ndarray], np.ndarray]:
-    """Each encoded row's real ids (int32, no padding) and its count of masked (label -100) positions."""
-    lengths = arrays.attention_mask.sum(axis=1)
-    labelled = (arrays.labels != IGNORE_INDEX).sum(axis=1)
-    values = arrays.input_ids[arrays.attention_mask.astype(bool)].astype(np.int32)
-    ids = np.split(values, np.cumsum(lengths)[:-1]) if len(lengths) else []
-    return ids, (lengths - labelled).astype(np.int32)
-
-
 class _BatchEncoder:
     """datasets.map function: each row unpadded (int32 ids, its masked count) and its learnable count."""
 
@@ -753,9 +755,14 @@ class _BatchEncoder:
         self.code_sha = sha256_file(Path(__file__))
 
     def __call__(self, batch: dict[str, list[Any]]) -> dict[str, Any]:
-        arrays = encode_arrays(self.tokenizer, batch["prompt"], batch["response"], self.max_length)
-        ids, masked = unpadded_rows(arrays)
-        return {"input_ids": ids, MASKED: masked, LEARNABLE: arrays.learnable.astype(np.int32)}
+        # Stored unpadded: no padded arrays are built here (padding is the collators' work).
+        rows, prompt_lens = encoded_rows(self.tokenizer, batch["prompt"], batch["response"], self.max_length)
+        lengths = np.fromiter((len(ids) for ids in rows), dtype=np.int64, count=len(rows))
+        return {
+            "input_ids": [np.asarray(ids, dtype=np.int32) for ids in rows],
+            MASKED: np.minimum(prompt_lens, lengths).astype(np.int32),
+            LEARNABLE: (lengths - prompt_lens).astype(np.int32),
+        }
 
 
 def tokenize_dataset(
